@@ -1,0 +1,97 @@
+"""Spectral matrices of audio chunks, computed with librosa as the original tool did.
+
+* ``spectrogram``: ``|STFT|`` (rows above ``ylim`` cut), optional delta, then dB
+  relative to the maximum with no floor (``top_db=None``).
+* ``mel``: the (ylim-cut) power spectrogram through a mel filter bank of ``nmel``
+  bands, optional delta, then dB.
+* ``chroma``: ``chroma_stft`` of the power spectrogram, optional delta, no dB.
+
+The STFT uses ``n_fft = nfft``, ``hop_length = nfft // 2`` and no centring.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+DELTA_WIDTH = 9  # librosa.feature.delta's default
+
+
+def stft_frames(n_samples: int, nfft: int) -> int:
+    """Number of STFT frames of a chunk (``center=False``)."""
+    return 0 if n_samples < nfft else 1 + (n_samples - nfft) // (nfft // 2)
+
+
+def min_chunk_length(nfft: int, delta: int | None) -> int:
+    """Fewest samples a chunk needs to be plotted.
+
+    One FFT frame; with ``-delta`` three frames, the smallest window a derivative can
+    be estimated on.
+    """
+    return nfft if not delta else nfft + 2 * (nfft // 2)
+
+
+def delta_width(n_frames: int) -> int:
+    """Window for ``librosa.feature.delta``: 9 frames, or the largest odd count that fits."""
+    if n_frames >= DELTA_WIDTH:
+        return DELTA_WIDTH
+    return n_frames if n_frames % 2 else n_frames - 1
+
+
+def limited_stft(samples: np.ndarray, sample_rate: int, nfft: int,
+                 ylim: int | None) -> np.ndarray:
+    """Complex STFT with the rows above ``ylim`` Hz removed."""
+    import librosa
+
+    stft = librosa.stft(samples, n_fft=nfft, hop_length=nfft // 2, center=False)
+    if ylim:
+        fraction = min(ylim * 2 / sample_rate, 1)
+        stft = stft[:int(fraction * (1 + nfft / 2)), :]
+    return stft
+
+
+def spectral_matrix(samples: np.ndarray, sample_rate: int, *, mode: str, nfft: int,
+                    ylim: int | None = None, delta: int | None = None,
+                    nmel: int = 128) -> np.ndarray:
+    """The matrix the original tool plots for one chunk.
+
+    Parameters
+    ----------
+    samples : np.ndarray [shape=(n,)]
+        Mono signal, at least :func:`min_chunk_length` samples.
+    sample_rate : int
+    mode : {'spectrogram', 'mel', 'chroma'}
+    nfft : int
+    ylim, delta, nmel : see :class:`~deep_spectrum_extractor.settings.FeatureSettings`.
+
+    Returns
+    -------
+    np.ndarray [shape=(rows, frames)]
+        dB values for spectrogram and mel, chroma energies for chroma.
+    """
+    import librosa
+
+    stft = limited_stft(samples, sample_rate, nfft, ylim)
+    with warnings.catch_warnings():
+        # librosa warns about empty filters when nmel is large for the FFT size and
+        # about complex input to amplitude_to_db; the plots are what the original drew.
+        warnings.simplefilter("ignore")
+        if mode == "spectrogram":
+            matrix = _delta(stft, delta)
+            return librosa.amplitude_to_db(np.abs(matrix), ref=np.max, top_db=None)
+        power = np.abs(stft) ** 2
+        if mode == "mel":
+            mel = librosa.feature.melspectrogram(S=power, sr=sample_rate, n_mels=nmel)
+            return librosa.power_to_db(_delta(mel, delta), ref=np.max, top_db=None)
+        if mode == "chroma":
+            chroma = librosa.feature.chroma_stft(S=power, sr=sample_rate)
+            return _delta(chroma, delta)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def _delta(matrix: np.ndarray, order: int | None) -> np.ndarray:
+    if not order:
+        return matrix
+    import librosa
+
+    return librosa.feature.delta(matrix, order=order, width=delta_width(matrix.shape[-1]))

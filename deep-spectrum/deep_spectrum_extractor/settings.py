@@ -1,0 +1,145 @@
+"""Settings: every choice that changes the features, defined once.
+
+:class:`FeatureSettings` holds what determines the output numbers (plot type,
+FFT size, window, network, layer ...) and is frozen and validated on creation.
+:class:`RunOptions` holds knobs that change how fast a run goes but never its
+result (worker processes, batch size, progress).  The CLI, the library and the
+README all take the closed sets of choices from here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+
+from .errors import ParameterError
+
+MODES = ("spectrogram", "mel", "chroma")
+SCALES = ("linear", "log", "mel")
+DEFAULT_MODE = "spectrogram"
+DEFAULT_SCALE = "linear"
+DEFAULT_NMEL = 128
+DEFAULT_CMAP = "viridis"
+DEFAULT_NET = "alexnet"
+DEFAULT_LAYER = "fc7"
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_SIZE = 227
+
+
+def available_colormaps() -> list[str]:
+    """Names of the matplotlib colour maps accepted by ``-cmap``, sorted."""
+    from matplotlib import colormaps
+
+    return sorted(colormaps)
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Everything that changes the extracted features.
+
+    Parameters
+    ----------
+    mode : {'spectrogram', 'mel', 'chroma'}
+        Kind of plot.
+    scale : {'linear', 'log', 'mel'}
+        Frequency axis of the plot; chroma plots always use the chroma axis.
+    window, hop : Decimal or None
+        Chunk length and hop in seconds (``-t``); both None: the whole file is one chunk.
+    start, end : Decimal or None
+        Part of each (zero-trimmed) file to use, in seconds.
+    nfft : int or None
+        FFT length; None picks the next power of two of 25 ms per file.
+    ylim : int or None
+        Highest frequency (Hz) kept in the plot.
+    delta : int or None
+        Order of the derivative to plot instead of the features themselves.
+    nmel : int
+        Number of mel bands (mel mode).
+    cmap : str
+        matplotlib colour map.
+    size : int
+        Image width and height in pixels (deep.conf ``size``).
+    net, layer : str
+        Network name from deep.conf and the layer whose activations are the features.
+    """
+
+    mode: str = DEFAULT_MODE
+    scale: str = DEFAULT_SCALE
+    window: Decimal | None = None
+    hop: Decimal | None = None
+    start: Decimal = Decimal(0)
+    end: Decimal | None = None
+    nfft: int | None = None
+    ylim: int | None = None
+    delta: int | None = None
+    nmel: int = DEFAULT_NMEL
+    cmap: str = DEFAULT_CMAP
+    size: int = DEFAULT_SIZE
+    net: str = DEFAULT_NET
+    layer: str = DEFAULT_LAYER
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ParameterError(f"-mode={self.mode!r} is not one of {', '.join(MODES)}")
+        if self.scale not in SCALES:
+            raise ParameterError(f"-scale={self.scale!r} is not one of {', '.join(SCALES)}")
+        for name in ("window", "hop", "start", "end"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Decimal):
+                object.__setattr__(self, name, Decimal(str(value)))
+        if (self.window is None) != (self.hop is None):
+            raise ParameterError("-t needs both a window and a hop length")
+        if self.window is not None and (not self.window.is_finite() or self.window <= 0):
+            raise ParameterError(f"-t window={self.window} must be a positive number of seconds")
+        if self.hop is not None and (not self.hop.is_finite() or self.hop <= 0):
+            raise ParameterError(f"-t hop={self.hop} must be a positive number of seconds")
+        if not self.start.is_finite() or self.start < 0:
+            raise ParameterError(f"-start={self.start} must be a non-negative number of seconds")
+        if self.end is not None and (not self.end.is_finite() or self.end <= self.start):
+            raise ParameterError(f"-end={self.end} must be greater than -start={self.start}")
+        _positive_int("nfft", self.nfft, optional=True)
+        if self.nfft is not None and self.nfft < 2:
+            raise ParameterError(f"-nfft={self.nfft} must be at least 2")
+        _positive_int("ylim", self.ylim, optional=True)
+        _positive_int("delta", self.delta, optional=True)
+        _positive_int("nmel", self.nmel)
+        _positive_int("size", self.size)
+        if not self.net:
+            raise ParameterError("-net must name a network")
+        if not self.layer:
+            raise ParameterError("-layer must name a layer")
+
+    @property
+    def chunked(self) -> bool:
+        """True when ``-t`` was given (chunks carry timestamps)."""
+        return self.window is not None
+
+    @property
+    def plot_scale(self) -> str:
+        """The y axis actually drawn: chroma mode always draws the chroma axis."""
+        return "chroma" if self.mode == "chroma" else self.scale
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values (Decimals as strings) for provenance records."""
+        return {key: (str(value) if isinstance(value, Decimal) else value)
+                for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is executed; never changes the features."""
+
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    progress: bool = False
+
+    def __post_init__(self):
+        _positive_int("np", self.processes)
+        _positive_int("batch_size", self.batch_size)
+
+
+def _positive_int(name: str, value, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ParameterError(f"-{name}={value!r} must be a positive integer")
