@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .convention import INPUT_NAME
+from .tf import tensorflow
 
 INPUT_SIZE = 227
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
@@ -98,7 +99,7 @@ def build_alexnet_graph(weights):
     -------
     tensorflow.compat.v1.GraphDef
     """
-    import tensorflow as tf
+    tf = tensorflow()
 
     v1 = tf.compat.v1
     missing = [name for name in LAYERS if name not in weights]

@@ -1,0 +1,231 @@
+"""``extract_ds_features``: Deep Spectrum features from audio files.
+
+Parses the options of the original tool, checks everything that can be checked
+before the first plot (input, config, network, layer, labels, output), runs the
+pipeline and writes the features.  Exit status: 0 when every file produced features,
+1 when some files were skipped or nothing could be extracted, 2 for usage errors.
+Importing this module does not import TensorFlow, so ``-h`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from .. import __version__
+from ..config import DEFAULT_CONFIG_PATH, load_config
+from ..errors import DeepSpectrumError, ParameterError
+from ..settings import (DEFAULT_BATCH_SIZE, DEFAULT_CMAP, DEFAULT_LAYER, DEFAULT_MODE,
+                        DEFAULT_NET, DEFAULT_NMEL, DEFAULT_SCALE, MODES, SCALES,
+                        FeatureSettings, RunOptions, available_colormaps)
+
+PROG = "extract_ds_features"
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with the original tool's option names and defaults."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Extract deep spectrum features from wav files: each chunk "
+        "is plotted as a spectrogram, mel spectrogram or chromagram and fed to an "
+        "ImageNet-pretrained CNN; the activations of one layer are the features.")
+    required = parser.add_argument_group("required options")
+    required.add_argument("-i", required=True, metavar="INPUT",
+                          help="folder with .wav files (searched recursively) or one audio file")
+    required.add_argument("-o", required=True, metavar="OUTPUT",
+                          help="feature file; .arff gives ARFF, any other extension CSV")
+
+    chunks = parser.add_argument_group("extracting features from audio chunks")
+    chunks.add_argument("-t", nargs=2, type=_decimal, metavar=("WINDOW", "HOP"),
+                        help="window and hop size in seconds, e.g. -t 1 0.5 "
+                        "(default: the whole file is one chunk)")
+    chunks.add_argument("-start", type=_decimal, default=Decimal(0),
+                        help="start time in seconds (default: 0)")
+    chunks.add_argument("-end", type=_decimal, default=None,
+                        help="end time in seconds (default: end of file)")
+
+    plots = parser.add_argument_group("parameters of the audio plots")
+    plots.add_argument("-mode", choices=MODES, default=DEFAULT_MODE,
+                       help=f"type of plot (default: {DEFAULT_MODE})")
+    plots.add_argument("-scale", choices=SCALES, default=DEFAULT_SCALE,
+                       help=f"y axis scale of the plots; chroma plots always use the chroma "
+                       f"axis (default: {DEFAULT_SCALE})")
+    plots.add_argument("-ylim", type=_positive_int, default=None,
+                       help="highest frequency in Hz shown in the plot (default: none)")
+    plots.add_argument("-delta", type=_positive_int, default=None,
+                       help="plot the derivative of this order of the features (default: none)")
+    plots.add_argument("-nmel", type=_positive_int, default=DEFAULT_NMEL,
+                       help=f"number of mel bands, mode mel only (default: {DEFAULT_NMEL})")
+    plots.add_argument("-nfft", type=_positive_int, default=None,
+                       help="FFT length in samples (default: the next power of two of "
+                       "0.025 x the sample rate)")
+    plots.add_argument("-cmap", default=DEFAULT_CMAP,
+                       help=f"matplotlib colour map (default: {DEFAULT_CMAP})")
+
+    cnn = parser.add_argument_group("parameters of the feature extractor CNN")
+    cnn.add_argument("-net", default=DEFAULT_NET,
+                     help=f"network, as named in the config file (default: {DEFAULT_NET})")
+    cnn.add_argument("-layer", default=None,
+                     help=f"layer whose activations are the features (default: the net's "
+                     f"layer in the config file, else {DEFAULT_LAYER})")
+    cnn.add_argument("-batch_size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                     help=f"images per network run (default: {DEFAULT_BATCH_SIZE})")
+
+    labels = parser.add_argument_group("label information")
+    labels.add_argument("-l", metavar="LABEL_FILE", default=None,
+                        help="CSV (or .tsv) file with a header; first column the audio file "
+                        "name with extension, further columns labels")
+    labels.add_argument("--tc", action="store_true",
+                        help="time-continuous labels: with -t and -l, the label file's second "
+                        "column is the timestamp of each hop")
+    labels.add_argument("-el", nargs=1, metavar="LABEL", default=None,
+                        help="one explicit label for every input file")
+    labels.add_argument("--no_timestamps", action="store_true",
+                        help="do not write timestamps")
+    labels.add_argument("--no_labels", action="store_true", help="do not write labels")
+
+    extra = parser.add_argument_group("additional output")
+    extra.add_argument("-specout", default=None, metavar="FOLDER",
+                       help="save the plot of every chunk as .png in this folder")
+    extra.add_argument("-wavout", default=None, metavar="FOLDER",
+                       help="save the audio of every chunk as .wav in this folder")
+
+    conf = parser.add_argument_group("configuration")
+    conf.add_argument("-np", type=_positive_int, default=None,
+                      help="number of processes (default: number of CPU cores)")
+    conf.add_argument("-config", default=str(DEFAULT_CONFIG_PATH),
+                      help="configuration file; created with the defaults if it does not "
+                      "exist (default: deep.conf of the package)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except DeepSpectrumError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+def settings_from_args(args: argparse.Namespace, config) -> FeatureSettings:
+    """The feature settings of a parsed command line and a loaded config."""
+    window, hop = args.t if args.t else (None, None)
+    layer = args.layer
+    if layer is None:
+        net = config.nets.get(args.net.lower())
+        layer = (net.default_layer if net else None) or DEFAULT_LAYER
+    if args.cmap not in available_colormaps():
+        raise ParameterError(f"-cmap={args.cmap!r} is not a matplotlib colour map; "
+                             f"available: {', '.join(available_colormaps())}")
+    return FeatureSettings(mode=args.mode, scale=args.scale, window=window, hop=hop,
+                           start=args.start, end=args.end, nfft=args.nfft, ylim=args.ylim,
+                           delta=args.delta, nmel=args.nmel, cmap=args.cmap, size=config.size,
+                           net=args.net.lower(), layer=layer)
+
+
+def labels_from_args(args: argparse.Namespace, settings: FeatureSettings, files: list[Path]):
+    """The label source the options ask for, checked against ``files`` (None: no labels)."""
+    from ..labels import explicit_labels, folder_labels, read_label_file
+
+    if args.tc and not (settings.chunked and args.l):
+        raise ParameterError("--tc needs both -t and a label file (-l)")
+    if args.no_labels:
+        return None
+    if args.l:
+        labels = read_label_file(args.l, time_continuous=args.tc)
+    elif args.el:
+        labels = explicit_labels(files, args.el[0])
+    else:
+        labels = folder_labels(files)
+    labels.check(files)
+    return labels
+
+
+def run(args: argparse.Namespace) -> int:
+    """Everything after parsing: validate, extract, write, report."""
+    from tqdm import tqdm
+
+    from ..audio import find_audio_files
+    from ..output import open_writer
+    from ..pipeline import ExtraOutput, extract_features
+
+    started = time.monotonic()
+    config = load_config(args.config)
+    settings = settings_from_args(args, config)
+    options = RunOptions(processes=args.np or os.cpu_count() or 1,
+                         batch_size=args.batch_size, progress=True)
+    files = find_audio_files(args.i)
+    if not files:
+        raise ParameterError(f"no .wav files found in {args.i}")
+    labels = labels_from_args(args, settings, files)
+    output = Path(args.o)
+    if output.is_dir():
+        raise ParameterError(f"-o {output} is a directory; give a file name")
+
+    from ..backend.extractor import FrozenGraphExtractor
+    from ..backend.networks import resolve_model
+
+    _entry, model_path = resolve_model(config, settings.net)
+    extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
+    root = Path(args.i) if Path(args.i).is_dir() else None
+    extra = ExtraOutput(Path(args.specout) if args.specout else None,
+                        Path(args.wavout) if args.wavout else None)
+
+    skipped: list[tuple[Path, str]] = []
+    writer = open_writer(output, timestamps=settings.chunked and not args.no_timestamps,
+                         labels=labels.attributes if labels else None)
+    with writer, tqdm(total=len(files), unit="file", file=sys.stderr,
+                      disable=not options.progress) as bar:
+        for result in extract_features(files, settings, extractor, options, root=root,
+                                       extra=extra):
+            bar.update()
+            if not result.ok:
+                skipped.append((result.path, result.error))
+                tqdm.write(f"{PROG}: skipped {result.path}: {result.error}", file=sys.stderr)
+                continue
+            rows = [labels.row(result.path, ts) for ts in result.timestamps] if labels else None
+            writer.write(result.path.name, result.timestamps, result.features, rows)
+        if writer.rows == 0:
+            writer.discard()
+    extractor.close()
+    elapsed = time.monotonic() - started
+    done = len(files) - len(skipped)
+    if writer.rows == 0:
+        print(f"{PROG}: no features extracted from {len(files)} file(s); {output} not written",
+              file=sys.stderr)
+        return 1
+    print(f"{PROG}: {writer.rows} feature vectors from {done} file(s) written to {output}"
+          f"{f'; {len(skipped)} skipped' if skipped else ''} ({elapsed:.1f} s)", file=sys.stderr)
+    return 1 if skipped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Labels for the feature rows: folder names, one explicit label, or a label file.
+
+Every source yields a :class:`Labels` object: the label attributes (name and nominal
+values, or numeric) and a lookup from a file (and, for time-continuous labels, a chunk
+timestamp) to that row's label values.  Sources are checked against the input files
+before any plotting, so a missing label stops the run at once.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from .errors import LabelError
+
+
+@dataclass(frozen=True)
+class LabelAttribute:
+    """A label column: nominal with sorted ``values``, or numeric when ``values`` is None."""
+
+    name: str
+    values: tuple[str, ...] | None
+
+    @property
+    def numeric(self) -> bool:
+        return self.values is None
+
+
+class Labels:
+    """Label values for every input file (and timestamp, when time-continuous)."""
+
+    def __init__(self, attributes: list[LabelAttribute], by_file: dict[str, object], *,
+                 time_continuous: bool = False, source: str = ""):
+        self.attributes = attributes
+        self._by_file = by_file
+        self.time_continuous = time_continuous
+        self.source = source
+
+    def _key(self, path: Path) -> str:
+        return path.name
+
+    def check(self, files: list[Path]) -> None:
+        """Raise LabelError naming every file that has no label."""
+        missing = sorted({self._key(path) for path in files} - set(self._by_file))
+        if missing:
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+            raise LabelError(f"no labels{' in ' + self.source if self.source else ''} for "
+                             f"{len(missing)} file(s): {shown}")
+
+    def row(self, path: Path, timestamp: Decimal | None) -> list[str]:
+        """Label values of the row of ``path`` at ``timestamp``."""
+        values = self._by_file[self._key(path)]
+        if not self.time_continuous:
+            return values
+        try:
+            return values[timestamp]
+        except KeyError:
+            raise LabelError(f"{self.source}: no label for {path.name} at timestamp "
+                             f"{timestamp}") from None
+
+
+def folder_labels(files: list[Path]) -> Labels:
+    """Each file's parent folder name as its class."""
+    by_file = {}
+    for path in files:
+        label = path.parent.name
+        previous = by_file.setdefault(path.name, [label])
+        if previous != [label]:
+            raise LabelError(f"files named {path.name} lie in folders {previous[0]!r} and "
+                             f"{label!r}; their folder labels would be ambiguous in the output")
+    classes = tuple(sorted({values[0] for values in by_file.values()}))
+    return Labels([LabelAttribute("class", classes)], by_file, source="folder names")
+
+
+def explicit_labels(files: list[Path], label: str) -> Labels:
+    """The same class ``label`` for every file (``-el``)."""
+    return Labels([LabelAttribute("class", (label,))], {path.name: [label] for path in files},
+                  source="-el")
+
+
+def read_label_file(path: str | os.PathLike, *, time_continuous: bool = False) -> Labels:
+    """Labels from a CSV (or, by ``.tsv`` extension, tab separated) file with a header.
+
+    The first column is the audio file name with extension; with ``time_continuous``
+    the second column is the chunk timestamp in seconds.  The remaining columns are
+    label attributes named by the header; a column whose values all parse as numbers
+    is numeric, otherwise nominal with its sorted distinct values.
+    """
+    path = Path(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise LabelError(f"cannot read label file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise LabelError(f"label file {path}, line {line}: not UTF-8 text "
+                         f"(byte 0x{exc.object[exc.start]:02x})") from exc
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    while rows and not any(cell.strip() for cell in rows[-1]):
+        rows.pop()
+    if not rows:
+        raise LabelError(f"label file {path} is empty; it needs a header row")
+    header = [cell.strip() for cell in rows[0]]
+    first_label = 2 if time_continuous else 1
+    if len(header) <= first_label:
+        need = "file name, timestamp and at least one label" if time_continuous \
+            else "file name and at least one label"
+        raise LabelError(f"label file {path}: the header {rows[0]!r} needs columns for {need}")
+    names = header[first_label:]
+    by_file: dict[str, object] = {}
+    columns: list[list[str]] = [[] for _ in names]
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise LabelError(f"label file {path}, line {number}: {len(row)} columns, "
+                             f"the header has {len(header)}")
+        name, values = row[0].strip(), [cell.strip() for cell in row[first_label:]]
+        if time_continuous:
+            try:
+                timestamp = Decimal(row[1].strip())
+            except InvalidOperation:
+                raise LabelError(f"label file {path}, line {number}: timestamp {row[1]!r} "
+                                 "is not a number") from None
+            per_time = by_file.setdefault(name, {})
+            if timestamp in per_time:
+                raise LabelError(f"label file {path}, line {number}: a second label for "
+                                 f"{name} at {timestamp}")
+            per_time[timestamp] = values
+        else:
+            if name in by_file:
+                raise LabelError(f"label file {path}, line {number}: a second label row "
+                                 f"for {name}")
+            by_file[name] = values
+        for column, value in zip(columns, values):
+            column.append(value)
+    attributes = [LabelAttribute(name, None if column and all(map(_is_number, column))
+                                 else tuple(sorted(set(column))))
+                  for name, column in zip(names, columns)]
+    return Labels(attributes, by_file, time_continuous=time_continuous, source=str(path))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False

@@ -1,0 +1,167 @@
+"""Writing feature rows as ARFF or CSV, exactly in the original tool's layout.
+
+ARFF::
+
+    @relation 'Deep Spectrum Features'
+
+    @attribute name string
+    @attribute timeStamp numeric        (only with -t and without --no_timestamps)
+    @attribute neuron_0 numeric
+    ...
+    @attribute class {a,b}             (label attributes, unless --no_labels)
+
+    @data
+    file.wav,0.5,0.123,...,a
+
+CSV: a header row with the same attribute names, then the same rows.
+
+Rows are written as they come; the file is written under a temporary name beside the
+target and renamed into place only by :meth:`FeatureWriter.commit`, so an interrupted
+run never leaves a half-written output.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from ..labels import LabelAttribute
+
+RELATION = "Deep Spectrum Features"
+_NEEDS_QUOTES = re.compile(r"[\s,'\"%{}\\?]|[\x00-\x1f\x7f]")
+_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def arff_quote(value: str) -> str:
+    """``value`` as an ARFF token: single-quoted (with backslash escapes) when needed."""
+    if value and not _NEEDS_QUOTES.search(value):
+        return value
+    escaped = "".join(_ESCAPES.get(char, char) if char in _ESCAPES or ord(char) >= 32
+                      else f"\\u{ord(char):04x}" for char in value)
+    return f"'{escaped}'"
+
+
+def attribute_names(n_features: int, *, timestamps: bool,
+                    labels: list[LabelAttribute] | None) -> list[str]:
+    names = ["name"] + (["timeStamp"] if timestamps else [])
+    names += [f"neuron_{index}" for index in range(n_features)]
+    return names + [attribute.name for attribute in labels or []]
+
+
+def format_features(features: np.ndarray) -> list[list[str]]:
+    """Feature values as the shortest strings that read back as the same float32."""
+    return [[str(value) for value in row] for row in np.asarray(features, dtype=np.float32)]
+
+
+class FeatureWriter:
+    """Streams feature rows into an ARFF or CSV file, committed atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file; ``.arff`` selects ARFF, anything else CSV.
+    timestamps : bool
+        Write the ``timeStamp`` column.
+    labels : list of LabelAttribute or None
+        Label columns, or None for ``--no_labels``.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, timestamps: bool,
+                 labels: list[LabelAttribute] | None):
+        self.path = Path(path)
+        self.arff = self.path.suffix.lower() == ".arff"
+        self.timestamps = timestamps
+        self.labels = labels
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".part")
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self._csv = None if self.arff else csv.writer(self._file, lineterminator="\n")
+        self._header_written = False
+
+    def _write_header(self, n_features: int) -> None:
+        names = attribute_names(n_features, timestamps=self.timestamps, labels=self.labels)
+        if not self.arff:
+            self._csv.writerow(names)
+            return
+        lines = [f"@relation '{RELATION}'", ""]
+        lines.append("@attribute name string")
+        if self.timestamps:
+            lines.append("@attribute timeStamp numeric")
+        lines += [f"@attribute neuron_{index} numeric" for index in range(n_features)]
+        for attribute in self.labels or []:
+            kind = "numeric" if attribute.numeric else \
+                "{" + ",".join(arff_quote(value) for value in attribute.values) + "}"
+            lines.append(f"@attribute {arff_quote(attribute.name)} {kind}")
+        lines += ["", "@data"]
+        self._file.write("\n".join(lines) + "\n")
+
+    def write(self, name: str, timestamps: list[Decimal | None], features: np.ndarray,
+              labels: list[list[str]] | None = None) -> None:
+        """Append the rows of one file.
+
+        Parameters
+        ----------
+        name : str
+            Value of the ``name`` column.
+        timestamps : list of Decimal or None
+            One per row.
+        features : np.ndarray [shape=(rows, n_features)]
+        labels : list of list of str, optional
+            Label values per row (ignored when the writer has no label columns).
+        """
+        if not self._header_written:
+            self._write_header(features.shape[1])
+            self._header_written = True
+        values = format_features(features)
+        quote = arff_quote if self.arff else str
+        for index, row_values in enumerate(values):
+            row = [quote(name)]
+            if self.timestamps:
+                row.append(str(timestamps[index]))
+            row += row_values
+            if self.labels:
+                row += [value if attribute.numeric else quote(value)
+                        for attribute, value in zip(self.labels, labels[index])]
+            if self.arff:
+                self._file.write(",".join(row) + "\n")
+            else:
+                self._csv.writerow(row)
+        self.rows += len(values)
+
+    def commit(self) -> Path:
+        """Close the file and move it into place; returns the output path."""
+        self._file.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the temporary file; the target is left untouched."""
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if not self._file.closed:
+            if exc_type is None:
+                self.commit()
+            else:
+                self.discard()
+
+
+def open_writer(path: str | os.PathLike, *, timestamps: bool,
+                labels: list[LabelAttribute] | None) -> FeatureWriter:
+    """A :class:`FeatureWriter` for ``path``; the format follows the extension."""
+    return FeatureWriter(path, timestamps=timestamps, labels=labels)

@@ -1,0 +1,273 @@
+"""The extraction pipeline: files -> chunks -> images -> features, in input order.
+
+Worker processes read, chunk and plot; the calling process batches the images through
+the network.  Work is shipped in *segments* (up to ``batch_size`` chunks of one file),
+so a long recording never has to be held as images all at once, and at most
+``2 * processes`` segments are in flight, so memory stays flat however large the
+corpus is.  Results are consumed strictly in input order.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .audio import chunk_signal, default_nfft, read_audio
+from .errors import AudioError, DeepSpectrumError
+from .images import min_chunk_length, plot_matrix, spectral_matrix
+from .settings import FeatureSettings, RunOptions
+
+
+@dataclass(frozen=True)
+class ExtraOutput:
+    """Optional per-chunk side outputs (``-specout``, ``-wavout``)."""
+
+    spectrogram_dir: Path | None = None
+    wav_dir: Path | None = None
+
+
+@dataclass
+class Segment:
+    """Images of consecutive chunks of one file, as a worker returns them."""
+
+    file_index: int
+    number: int
+    total: int
+    timestamps: list[Decimal | None]
+    images: np.ndarray | None
+    error: str | None = None
+
+
+@dataclass
+class FileFeatures:
+    """All feature rows of one input file, or why it produced none."""
+
+    index: int
+    path: Path
+    timestamps: list[Decimal | None] = field(default_factory=list)
+    features: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def timestamp_text(timestamp: Decimal) -> str:
+    """A timestamp for file names: ``1.5``, ``0``, ``12.25`` (at most 4 decimals)."""
+    return f"{timestamp:.4f}".rstrip("0").rstrip(".")
+
+
+def side_output_name(relative: Path, timestamp: Decimal | None, suffix: str) -> Path:
+    """``<folder>/<stem>_<timestamp><suffix>`` (``<stem><suffix>`` without timestamp).
+
+    ``relative`` is the audio file's path relative to the input folder, so equal file
+    names in different folders never collide.
+    """
+    stem = relative.stem if timestamp is None else f"{relative.stem}_{timestamp_text(timestamp)}"
+    return relative.parent / (stem + suffix)
+
+
+def render_segment(path: Path, relative: Path, file_index: int, number: int,
+                   settings: FeatureSettings, segment_size: int,
+                   extra: ExtraOutput) -> Segment:
+    """Read ``path`` and plot chunks ``number*segment_size ...`` of it (runs in a worker)."""
+    try:
+        signal, sample_rate = read_audio(path, start=settings.start, end=settings.end)
+        nfft = settings.nfft or default_nfft(sample_rate)
+        chunks = chunk_signal(signal, sample_rate, window=settings.window, hop=settings.hop,
+                              start=settings.start,
+                              min_length=min_chunk_length(nfft, settings.delta))
+        if not chunks:
+            need = min_chunk_length(nfft, settings.delta)
+            raise AudioError(f"no chunk has the {need} samples needed for one plot "
+                             f"({len(signal)} samples after trimming at {sample_rate} Hz)")
+    except DeepSpectrumError as exc:
+        return Segment(file_index, number, 1, [], None, error=str(exc))
+    total = -(-len(chunks) // segment_size)
+    selected = chunks[number * segment_size:(number + 1) * segment_size]
+    images = np.empty((len(selected), settings.size, settings.size, 3), dtype=np.uint8)
+    for position, chunk in enumerate(selected):
+        matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
+                                 ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
+        images[position] = plot_matrix(matrix, sample_rate=sample_rate, nfft=nfft,
+                                       scale=settings.plot_scale, cmap=settings.cmap,
+                                       size=settings.size, ylim=settings.ylim)
+        _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
+    return Segment(file_index, number, total, [chunk.timestamp for chunk in selected], images)
+
+
+def _write_side_outputs(extra: ExtraOutput, relative: Path, chunk, sample_rate: int,
+                        image: np.ndarray) -> None:
+    if extra.spectrogram_dir is not None:
+        from PIL import Image
+
+        target = extra.spectrogram_dir / side_output_name(relative, chunk.timestamp, ".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(target)
+    if extra.wav_dir is not None:
+        import soundfile
+
+        target = extra.wav_dir / side_output_name(relative, chunk.timestamp, ".wav")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(target, chunk.samples, sample_rate)
+
+
+class _InlineExecutor:
+    """Runs tasks in the calling process (``-np 1``), with the executor interface."""
+
+    def submit(self, function, *args):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # delivered through result(), like a pool would
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+def _executor(processes: int):
+    if processes == 1:
+        return _InlineExecutor()
+    # spawn: workers start clean, never inheriting TensorFlow's threads from this process
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSettings,
+                       options: RunOptions, extra: ExtraOutput) -> Iterator[Segment]:
+    """Segments of all files, in order, with a bounded number in flight."""
+    segment_size = options.batch_size
+    limit = 2 * options.processes
+    executor = _executor(options.processes)
+    pending: collections.deque = collections.deque()  # [(file_index, number), future|None]
+    next_file = 0
+
+    def relative(index: int) -> Path:
+        path = files[index]
+        return path.relative_to(root) if root is not None else Path(path.name)
+
+    def submit(key):
+        index, number = key
+        return executor.submit(render_segment, files[index], relative(index), index, number,
+                               settings, segment_size, extra)
+
+    def refill():
+        nonlocal next_file
+        in_flight = sum(1 for _key, future in pending if future is not None)
+        for slot in pending:
+            if in_flight >= limit:
+                return
+            if slot[1] is None:
+                slot[1] = submit(slot[0])
+                in_flight += 1
+        while in_flight < limit and next_file < len(files):
+            key = (next_file, 0)
+            pending.append([key, submit(key)])
+            next_file += 1
+            in_flight += 1
+
+    try:
+        refill()
+        while pending:
+            (index, number), future = pending.popleft()
+            if future is None:
+                future = submit((index, number))
+            segment = future.result()
+            if number == 0 and segment.total > 1:
+                for later in range(segment.total - 1, 0, -1):
+                    pending.appendleft([(index, later), None])
+            refill()
+            yield segment
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def extract_features(files: list[Path], settings: FeatureSettings, extractor,
+                     options: RunOptions = RunOptions(), *, root: Path | None = None,
+                     extra: ExtraOutput = ExtraOutput()) -> Iterator[FileFeatures]:
+    """Features of every file, yielded one file at a time in input order.
+
+    Parameters
+    ----------
+    files : list of Path
+    settings : FeatureSettings
+    extractor : object with ``features(images) -> np.ndarray``
+        e.g. :class:`~deep_spectrum_extractor.backend.extractor.FrozenGraphExtractor`.
+    options : RunOptions
+    root : Path, optional
+        Input folder; side outputs keep the files' paths relative to it.
+    extra : ExtraOutput
+        Where to write chunk plots and audio, if anywhere.
+
+    Yields
+    ------
+    FileFeatures
+        ``features`` of shape (chunks, n_features); files that produce no chunk come
+        with ``error`` set instead.
+    """
+    open_files: dict[int, FileFeatures] = {}
+    parts: dict[int, list[np.ndarray]] = {}     # feature blocks per open file
+    remaining: dict[int, int] = {}              # segments still to arrive per open file
+    queue: collections.deque = collections.deque()  # (file index, images) awaiting the net
+    queued = 0
+    done_upto = 0
+
+    def run_batch(size: int) -> None:
+        nonlocal queued
+        owners, blocks = [], []
+        while size:
+            index, images = queue[0]
+            if len(images) <= size:
+                queue.popleft()
+            else:
+                queue[0] = (index, images[size:])
+                images = images[:size]
+            owners.append((index, len(images)))
+            blocks.append(images)
+            size -= len(images)
+        vectors = extractor.features(np.concatenate(blocks))
+        offset = 0
+        for index, rows in owners:
+            parts[index].append(vectors[offset:offset + rows])
+            offset += rows
+        queued -= offset
+
+    def completed() -> Iterator[FileFeatures]:
+        nonlocal done_upto
+        while (done_upto in open_files and remaining[done_upto] == 0
+               and not any(index == done_upto for index, _ in queue)):
+            result = open_files.pop(done_upto)
+            blocks = parts.pop(done_upto)
+            if blocks:
+                result.features = np.concatenate(blocks)
+            remaining.pop(done_upto)
+            done_upto += 1
+            yield result
+
+    for segment in _rendered_segments(files, root, settings, options, extra):
+        index = segment.file_index
+        if index not in open_files:
+            open_files[index] = FileFeatures(index, files[index], error=segment.error)
+            parts[index] = []
+            remaining[index] = segment.total
+        remaining[index] -= 1
+        if segment.images is not None and len(segment.images):
+            open_files[index].timestamps.extend(segment.timestamps)
+            queue.append((index, segment.images))
+            queued += len(segment.images)
+            while queued >= options.batch_size:
+                run_batch(options.batch_size)
+        yield from completed()
+    while queued:
+        run_batch(min(queued, options.batch_size))
+    yield from completed()
