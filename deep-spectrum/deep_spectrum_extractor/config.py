@@ -91,11 +91,8 @@ def load_config(path: str | os.PathLike | None = None) -> DeepConfig:
     if "main" not in parser:
         raise ConfigError(f"config file {path} has no [main] section")
     main = parser["main"]
-    try:
-        size = main.getint("size", fallback=227)
-        gpu = main.getint("gpu", fallback=1) == 1
-    except ValueError as exc:
-        raise ConfigError(f"config file {path}: [main] {exc}") from exc
+    size = _integer(main, "size", 227, path)
+    gpu = _integer(main, "gpu", 1, path) == 1
     if size <= 0:
         raise ConfigError(f"config file {path}: [main] size = {size} must be positive")
     backend = main.get("backend", fallback="tensorflow").strip().lower()
@@ -110,6 +107,15 @@ def load_config(path: str | os.PathLike | None = None) -> DeepConfig:
     nets = {name: NetEntry(name, _resolve(value, folder), layers.get(name) or None)
             for name, value in parser[section].items()}
     return DeepConfig(path=path, size=size, gpu=gpu, backend=backend, nets=nets)
+
+
+def _integer(section, key: str, default: int, path: Path) -> int:
+    value = section.get(key, fallback=str(default)).strip()
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"config file {path}: [main] {key} = {value!r} is not an "
+                          "integer") from None
 
 
 def write_default_config(path: Path) -> None:

@@ -33,15 +33,16 @@ class LabelAttribute:
 class Labels:
     """Label values for every input file (and timestamp, when time-continuous)."""
 
-    def __init__(self, attributes: list[LabelAttribute], by_file: dict[str, object], *,
-                 time_continuous: bool = False, source: str = ""):
+    def __init__(self, attributes: list[LabelAttribute], by_file: dict, *,
+                 time_continuous: bool = False, source: str = "", by_path: bool = False):
         self.attributes = attributes
         self._by_file = by_file
         self.time_continuous = time_continuous
         self.source = source
+        self._by_path = by_path  # keyed by full path (folder labels), else by file name
 
-    def _key(self, path: Path) -> str:
-        return path.name
+    def _key(self, path: Path):
+        return path if self._by_path else path.name
 
     def check(self, files: list[Path]) -> None:
         """Raise LabelError naming every file that has no label."""
@@ -65,21 +66,16 @@ class Labels:
 
 def folder_labels(files: list[Path]) -> Labels:
     """Each file's parent folder name as its class."""
-    by_file = {}
-    for path in files:
-        label = path.parent.name
-        previous = by_file.setdefault(path.name, [label])
-        if previous != [label]:
-            raise LabelError(f"files named {path.name} lie in folders {previous[0]!r} and "
-                             f"{label!r}; their folder labels would be ambiguous in the output")
+    by_file = {path: [path.parent.name] for path in files}
     classes = tuple(sorted({values[0] for values in by_file.values()}))
-    return Labels([LabelAttribute("class", classes)], by_file, source="folder names")
+    return Labels([LabelAttribute("class", classes)], by_file, source="folder names",
+                  by_path=True)
 
 
 def explicit_labels(files: list[Path], label: str) -> Labels:
     """The same class ``label`` for every file (``-el``)."""
-    return Labels([LabelAttribute("class", (label,))], {path.name: [label] for path in files},
-                  source="-el")
+    return Labels([LabelAttribute("class", (label,))], {path: [label] for path in files},
+                  source="-el", by_path=True)
 
 
 def read_label_file(path: str | os.PathLike, *, time_continuous: bool = False) -> Labels:

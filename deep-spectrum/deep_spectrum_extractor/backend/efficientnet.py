@@ -42,7 +42,7 @@ WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77
 INPUT_SIZE = 224
 #: ``normalised = (rgb - PIXEL_MEAN) / PIXEL_STD``, as in the TensorFlow reference
 #: implementation of EfficientNet-Lite.
-PIXEL_MEAN = 127.0
+PIXEL_MEAN = 0.0
 PIXEL_STD = 128.0
 BN_EPSILON = 1e-3
 STEM_CHANNELS = 32
@@ -175,9 +175,9 @@ def build_efficientnet_lite0_graph(state_dict):
     with graph.as_default():
         images = v1.placeholder(tf.float32, shape=[None, None, None, 3], name=INPUT_NAME)
         with tf.name_scope("preprocess"):
-            net = v1.image.resize_bilinear(images, [INPUT_SIZE, INPUT_SIZE],
-                                           align_corners=False, half_pixel_centers=True,
-                                           name="resize")
+            size = tf.constant([INPUT_SIZE, INPUT_SIZE], dtype=tf.int32, name="size")
+            net = tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=False,
+                                            half_pixel_centers=True, name="resize")
             net = tf.multiply(net - np.float32(PIXEL_MEAN), np.float32(1.0 / PIXEL_STD),
                               name="normalise")
         with tf.name_scope("stem"):
@@ -287,7 +287,9 @@ def _mbconv(tf, net, weights: _Weights, prefix: str, spec: BlockSpec, name: str)
             kernel, bias = weights.conv_bn(f"{prefix}._expand_conv", f"{prefix}._bn0",
                                            (hidden, spec.in_channels, 1, 1))
             net = tf.nn.relu6(_conv(tf, net, kernel, bias, stride=1))
-    with tf.name_scope("depthwise"):
+    # Not "depthwise": TF names its own op inside that scope "depthwise" too, and
+    # ".../depthwise/depthwise" would look like a layer to a regex search.
+    with tf.name_scope("dwconv"):
         kernel, bias = weights.conv_bn(f"{prefix}._depthwise_conv", f"{prefix}._bn1",
                                        (hidden, 1, spec.kernel, spec.kernel), depthwise=True)
         net = tf.nn.relu6(_conv(tf, net, kernel, bias, stride=spec.stride, depthwise=True))

@@ -38,7 +38,6 @@ import os
 import pickle
 import struct
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,40 +73,55 @@ ALLOWED_GLOBALS = (
 )
 
 
-# Stand-ins for the torch objects a pickle may name.  They are frozen, slotted
-# dataclasses: a hostile BUILD opcode can neither set attributes on them nor reach a
-# ``__dict__``, so one load cannot tamper with the next.
+# Stand-ins for the torch objects a pickle may name.  They keep their fields in
+# slots (no ``__dict__``), refuse attribute assignment and refuse pickle's BUILD
+# opcode (``__setstate__``), so a hostile pickle cannot rewrite a storage size or a
+# stride after it has been checked.
 
-@dataclass(frozen=True, slots=True)
-class _StorageType:
-    name: str
-    dtype: np.dtype
+class _Inert:
+    __slots__ = ()
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise ModelError(f"refusing to modify {type(self).__name__}.{name}")
+
+    def __delattr__(self, name):
+        raise ModelError(f"refusing to modify {type(self).__name__}.{name}")
+
+    def __setstate__(self, state):
+        raise ModelError(f"refusing to apply pickled state to {type(self).__name__}")
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
-@dataclass(frozen=True, slots=True)
-class _StorageRef:
+class _StorageType(_Inert):
+    __slots__ = ("name", "dtype")
+
+    def __eq__(self, other):
+        return isinstance(other, _StorageType) and other.name == self.name
+
+    __hash__ = None
+
+
+class _StorageRef(_Inert):
     """A storage as a tensor sees it: ``numel`` elements from ``start`` of ``key``."""
 
-    key: str
-    storage_type: _StorageType
-    start: int
-    numel: int
+    __slots__ = ("key", "storage_type", "start", "numel")
 
 
-@dataclass(frozen=True, slots=True)
-class _TensorRef:
-    storage: _StorageRef
-    offset: int
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
+class _TensorRef(_Inert):
+    __slots__ = ("storage", "offset", "size", "stride")
 
 
-@dataclass(frozen=True, slots=True)
-class _RebuildTensor:
+class _RebuildTensor(_Inert):
     """Callable stand-in for ``torch._utils._rebuild_tensor[_v2]``."""
 
-    name: str
-    source: str
+    __slots__ = ("name", "source")
 
     def __call__(self, *args):
         minimum = _REBUILD_FUNCTIONS[self.name]
@@ -124,7 +138,7 @@ class _RebuildTensor:
         if len(size) != len(stride):
             raise ModelError(f"{self.source}: tensor size {size} and stride {stride} "
                              "differ in length")
-        return _TensorRef(storage, offset, size, stride)
+        return _TensorRef(storage=storage, offset=offset, size=size, stride=stride)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -154,9 +168,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             if module == "collections" and name == "OrderedDict":
                 return collections.OrderedDict
             if module == "torch._utils" and name in _REBUILD_FUNCTIONS:
-                return _RebuildTensor(name, self.source)
+                return _RebuildTensor(name=name, source=self.source)
             if module == "torch" and name in STORAGE_DTYPES:
-                return _StorageType(name, np.dtype(STORAGE_DTYPES[name]))
+                return _StorageType(name=name, dtype=np.dtype(STORAGE_DTYPES[name]))
         raise ModelError(
             f"{self.source}: refusing to load global '{module}.{name}': a state dict may "
             f"only name {', '.join(ALLOWED_GLOBALS)}; this file is not a plain state "
@@ -185,7 +199,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                              f"{self.root_numel[key]} and {numel}")
         view = pid[5] if expected == 6 else None
         if view is None:
-            return _StorageRef(key, storage_type, 0, numel)
+            return _StorageRef(key=key, storage_type=storage_type, start=0, numel=numel)
         if not isinstance(view, tuple) or len(view) != 3:
             raise ModelError(f"{self.source}: malformed storage view {_short_repr(view)}")
         start = _non_negative_int(view[1], "storage view offset", self.source)
@@ -193,7 +207,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if start + count > numel:
             raise ModelError(f"{self.source}: storage view [{start}, {start + count}) "
                              f"exceeds storage {key!r} of {numel} elements")
-        return _StorageRef(key, storage_type, start, count)
+        return _StorageRef(key=key, storage_type=storage_type, start=start, numel=count)
 
 
 def read_state_dict(path: str | os.PathLike) -> "collections.OrderedDict[str, np.ndarray]":
@@ -241,13 +255,12 @@ def read_state_dict(path: str | os.PathLike) -> "collections.OrderedDict[str, np
 
 def _read_legacy(data: bytes, source: str):
     stream = io.BytesIO(data)
-    header = [_load(stream, source, None, what) for what in
-              ("magic number", "protocol version", "system information")]
-    magic, protocol, sys_info = header
-    if magic != MAGIC_NUMBER:
+    if _load(stream, source, None, "magic number") != MAGIC_NUMBER:
         raise ModelError(f"{source} is not a PyTorch file (no zip archive, wrong magic number)")
+    protocol = _load(stream, source, None, "protocol version")
     if protocol != PROTOCOL_VERSION:
         raise ModelError(f"{source}: unsupported PyTorch protocol version {protocol!r}")
+    sys_info = _load(stream, source, None, "system information")
     byteorder = "<"
     if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
         byteorder = ">"

@@ -1,0 +1,83 @@
+"""Spectral matrices and plots against librosa and matplotlib used directly."""
+import io
+
+import librosa
+import numpy as np
+import pytest
+
+from conftest import tone
+from deep_spectrum_extractor.images import min_chunk_length, plot_matrix, spectral_matrix
+
+
+def pyplot_rendering(matrix, *, sr, nfft, scale, cmap, size, ylim):
+    """The 2018 drawing recipe with pyplot, independent of the package."""
+    import librosa.display
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig = plt.figure(frameon=False)
+    fig.set_size_inches(1, 1)
+    ax = plt.Axes(fig, [0.0, 0.0, 1.0, 1.0])
+    ax.set_axis_off()
+    fig.add_axes(ax)
+    librosa.display.specshow(matrix, hop_length=nfft // 2, fmax=ylim, sr=sr, cmap=cmap,
+                             y_axis=scale)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=size)
+    plt.close(fig)
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer))[:, :, :3]
+
+
+SIGNAL = tone(1.0, 16000, 440.0) + 0.3 * tone(1.0, 16000, 3100.0, seed=3)
+
+
+def test_spectrogram_matrix_is_db_of_ylim_cut_stft():
+    stft = librosa.stft(SIGNAL, n_fft=512, hop_length=256, center=False)
+    expected = librosa.amplitude_to_db(np.abs(stft[:int(4000 * 2 / 16000 * 257)]), ref=np.max,
+                                       top_db=None)
+    got = spectral_matrix(SIGNAL, 16000, mode="spectrogram", nfft=512, ylim=4000)
+    assert got.shape == (128, 61)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_mel_matrix_with_delta():
+    power = np.abs(librosa.stft(SIGNAL, n_fft=1024, hop_length=512, center=False)) ** 2
+    mel = librosa.feature.melspectrogram(S=power, sr=16000, n_mels=40)
+    expected = librosa.power_to_db(librosa.feature.delta(mel, order=2), ref=np.max, top_db=None)
+    got = spectral_matrix(SIGNAL, 16000, mode="mel", nfft=1024, nmel=40, delta=2)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_chroma_matrix():
+    power = np.abs(librosa.stft(SIGNAL, n_fft=512, hop_length=256, center=False)) ** 2
+    np.testing.assert_array_equal(spectral_matrix(SIGNAL, 16000, mode="chroma", nfft=512),
+                                  librosa.feature.chroma_stft(S=power, sr=16000))
+
+
+def test_delta_on_few_frames_uses_a_narrower_window():
+    nfft = 512
+    short = SIGNAL[:min_chunk_length(nfft, 1)]  # exactly three frames
+    matrix = spectral_matrix(short, 16000, mode="mel", nfft=nfft, delta=1)
+    assert matrix.shape[1] == 3 and np.isfinite(matrix).all()
+
+
+@pytest.mark.parametrize("mode,scale,ylim,cmap,size,nfft", [
+    ("spectrogram", "linear", None, "viridis", 227, 512),
+    ("spectrogram", "log", 6000, "magma", 150, 256),
+    ("mel", "mel", None, "viridis", 227, 512),
+    ("mel", "linear", 5000, "gray", 100, 1024),
+    ("chroma", "chroma", None, "plasma", 227, 512),
+])
+def test_plot_equals_matplotlib_rendering(mode, scale, ylim, cmap, size, nfft):
+    matrix = spectral_matrix(SIGNAL, 16000, mode=mode, nfft=nfft, ylim=ylim)
+    got = plot_matrix(matrix, sample_rate=16000, nfft=nfft, scale=scale, cmap=cmap, size=size,
+                      ylim=ylim)
+    expected = pyplot_rendering(matrix, sr=16000, nfft=nfft, scale=scale, cmap=cmap, size=size,
+                                ylim=ylim)
+    assert got.shape == (size, size, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
+    assert len(np.unique(got.reshape(-1, 3), axis=0)) > 10  # a real picture, not a flat fill
