@@ -121,3 +121,15 @@ def test_interrupted_writer_leaves_no_file(tmp_path):
             raise RuntimeError("killed")
     assert path.read_text() == "previous results"
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_feature_values_are_written_as_numpy_prints_float32():
+    from deep_spectrum_extractor.output.writers import format_features
+
+    rng = np.random.default_rng(11)
+    values = (rng.standard_normal(4000) * 10.0 ** rng.integers(-44, 38, 4000)).astype(np.float32)
+    values = np.concatenate([values, np.float32([0, -0.0, 1e-45, 3.4028235e38, 0.1, 1 / 3])])
+    values = values[np.isfinite(values)].reshape(1, -1)
+    formatted = format_features(values)[0]
+    assert formatted == [str(v) for v in values[0]]
+    assert np.array_equal(np.array(formatted, dtype=np.float32), values[0])

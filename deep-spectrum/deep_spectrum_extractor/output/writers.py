@@ -54,8 +54,12 @@ def attribute_names(n_features: int, *, timestamps: bool,
 
 
 def format_features(features: np.ndarray) -> list[list[str]]:
-    """Feature values as the shortest strings that read back as the same float32."""
-    return [[str(value) for value in row] for row in np.asarray(features, dtype=np.float32)]
+    """Feature values as the shortest strings that read back as the same float32.
+
+    This is ``str(numpy.float32(value))``, the original's format, done by numpy's cast
+    to strings in C (about twice as fast as calling ``str`` on each value).
+    """
+    return np.asarray(features, dtype=np.float32).astype(str).tolist()
 
 
 class FeatureWriter:
