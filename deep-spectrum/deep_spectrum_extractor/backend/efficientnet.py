@@ -42,7 +42,7 @@ WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77
 INPUT_SIZE = 224
 #: ``normalised = (rgb - PIXEL_MEAN) / PIXEL_STD``, as in the TensorFlow reference
 #: implementation of EfficientNet-Lite.
-PIXEL_MEAN = 0.0
+PIXEL_MEAN = 127.0
 PIXEL_STD = 128.0
 BN_EPSILON = 1e-3
 STEM_CHANNELS = 32
