@@ -81,3 +81,24 @@ def test_plot_equals_matplotlib_rendering(mode, scale, ylim, cmap, size, nfft):
     assert got.shape == (size, size, 3) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)
     assert len(np.unique(got.reshape(-1, 3), axis=0)) > 10  # a real picture, not a flat fill
+
+
+@pytest.mark.parametrize("sr,nfft,ylim,nmel", [(16000, 512, None, 128), (22050, 1024, 3000, 64),
+                                               (44100, 2048, None, 256), (8000, 256, 2500, 40)])
+def test_cached_filter_banks_give_librosas_results(sr, nfft, ylim, nmel):
+    """The matrices with cached filter banks equal librosa's feature functions exactly."""
+    rng = np.random.default_rng(sr)
+    signals = [tone(0.7, sr, 300.0 + 200 * k, seed=k) + 0.2 * rng.standard_normal(round(0.7 * sr))
+               for k in range(3)]
+    for signal in signals:  # several chunks: the second and third reuse the cached banks
+        stft = librosa.stft(signal, n_fft=nfft, hop_length=nfft // 2, center=False)
+        if ylim:
+            stft = stft[:int(min(ylim * 2 / sr, 1) * (1 + nfft / 2))]
+        power = np.abs(stft) ** 2
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_mels=nmel),
+                                  ref=np.max, top_db=None)
+        np.testing.assert_array_equal(
+            spectral_matrix(signal, sr, mode="mel", nfft=nfft, ylim=ylim, nmel=nmel), mel)
+        np.testing.assert_array_equal(
+            spectral_matrix(signal, sr, mode="chroma", nfft=nfft, ylim=ylim),
+            librosa.feature.chroma_stft(S=power, sr=sr))

@@ -7,9 +7,14 @@
 * ``chroma``: ``chroma_stft`` of the power spectrogram, optional delta, no dB.
 
 The STFT uses ``n_fft = nfft``, ``hop_length = nfft // 2`` and no centring.
+
+Filter banks depend only on the sample rate, FFT size and band count (and, for
+chroma, the estimated tuning), so they are built once and reused: the arithmetic on
+each chunk is then exactly librosa's, without rebuilding a filter bank per chunk.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -80,13 +85,43 @@ def spectral_matrix(samples: np.ndarray, sample_rate: int, *, mode: str, nfft: i
             matrix = _delta(stft, delta)
             return librosa.amplitude_to_db(np.abs(matrix), ref=np.max, top_db=None)
         power = np.abs(stft) ** 2
+        # librosa infers the FFT size of a given spectrogram from its number of rows
+        n_fft = 2 * (power.shape[0] - 1)
         if mode == "mel":
-            mel = librosa.feature.melspectrogram(S=power, sr=sample_rate, n_mels=nmel)
+            # librosa.feature.melspectrogram(S=power, sr=sample_rate, n_mels=nmel)
+            basis = mel_filter_bank(sample_rate, n_fft, nmel)
+            mel = np.einsum("...ft,mf->...mt", power, basis, optimize=True)
             return librosa.power_to_db(_delta(mel, delta), ref=np.max, top_db=None)
         if mode == "chroma":
-            chroma = librosa.feature.chroma_stft(S=power, sr=sample_rate)
+            # librosa.feature.chroma_stft(S=power, sr=sample_rate)
+            tuning = librosa.estimate_tuning(S=power, sr=sample_rate, bins_per_octave=12)
+            basis = chroma_filter_bank(sample_rate, n_fft, float(tuning))
+            raw = np.einsum("cf,...ft->...ct", basis, power, optimize=True)
+            chroma = librosa.util.normalize(raw, norm=np.inf, axis=-2)
             return _delta(chroma, delta)
     raise ValueError(f"unknown mode {mode!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def mel_filter_bank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """``librosa.filters.mel`` with its defaults, built once per argument set (read-only)."""
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    basis.flags.writeable = False
+    return basis
+
+
+@functools.lru_cache(maxsize=256)
+def chroma_filter_bank(sample_rate: int, n_fft: int, tuning: float) -> np.ndarray:
+    """``librosa.filters.chroma`` (12 bins) for one tuning, built once (read-only)."""
+    import librosa
+
+    basis = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=tuning, n_chroma=12)
+    basis.flags.writeable = False
+    return basis
 
 
 def _delta(matrix: np.ndarray, order: int | None) -> np.ndarray:
