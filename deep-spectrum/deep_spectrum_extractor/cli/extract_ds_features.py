@@ -193,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
     from ..backend.extractor import FrozenGraphExtractor
     from ..backend.networks import resolve_model
 
+    entry = config.net(settings.net)
+    if not entry.path.exists():
+        print(f"{PROG}: {entry.path} does not exist yet; building it if {entry.name} can be "
+              "built offline", file=sys.stderr)
     _entry, model_path = resolve_model(config, settings.net)
     extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
     root = Path(args.i) if Path(args.i).is_dir() else None
