@@ -382,3 +382,14 @@ def test_main_job_with_the_offline_network(tmp_path, monkeypatch):
     assert len(data) == 6 * 5 + 3 and np.isfinite(features).all()
     # pooled ReLU6 activations: non-negative, at most 6, and not all alike
     assert features.min() >= 0 and features.max() <= 6 and features.std() > 0.01
+
+
+@pytest.mark.parametrize("mode", ["spectrogram", "mel", "chroma"])
+def test_both_renderers_write_identical_files(tmp_path, corpus, small_config, mode):
+    outputs = []
+    for renderer in ("numpy", "matplotlib"):
+        out = tmp_path / f"{renderer}.arff"
+        assert run(["-i", corpus, "-o", out, "-t", "0.5", "0.25", "-mode", mode, "-net",
+                    "small", "-config", small_config, "-renderer", renderer])[0] == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]

@@ -75,10 +75,19 @@ def side_output_name(relative: Path, timestamp: Decimal | None, suffix: str) -> 
     return relative.parent / (stem + suffix)
 
 
+def _drawing_function(renderer: str):
+    if renderer == "matplotlib":
+        return plot_matrix
+    from .images.render import render_matrix
+
+    return render_matrix
+
+
 def render_segment(path: Path, relative: Path, file_index: int, number: int,
-                   settings: FeatureSettings, segment_size: int,
-                   extra: ExtraOutput) -> Segment:
+                   settings: FeatureSettings, segment_size: int, extra: ExtraOutput,
+                   renderer: str = "numpy") -> Segment:
     """Read ``path`` and plot chunks ``number*segment_size ...`` of it (runs in a worker)."""
+    draw = _drawing_function(renderer)
     try:
         signal, sample_rate = read_audio(path, start=settings.start, end=settings.end)
         nfft = settings.nfft or default_nfft(sample_rate)
@@ -97,9 +106,9 @@ def render_segment(path: Path, relative: Path, file_index: int, number: int,
     for position, chunk in enumerate(selected):
         matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
                                  ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
-        images[position] = plot_matrix(matrix, sample_rate=sample_rate, nfft=nfft,
-                                       scale=settings.plot_scale, cmap=settings.cmap,
-                                       size=settings.size, ylim=settings.ylim)
+        images[position] = draw(matrix, sample_rate=sample_rate, nfft=nfft,
+                                scale=settings.plot_scale, cmap=settings.cmap,
+                                size=settings.size, ylim=settings.ylim)
         _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
     return Segment(file_index, number, total, [chunk.timestamp for chunk in selected], images)
 
@@ -159,7 +168,7 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
     def submit(key):
         index, number = key
         return executor.submit(render_segment, files[index], relative(index), index, number,
-                               settings, segment_size, extra)
+                               settings, segment_size, extra, options.renderer)
 
     def refill():
         nonlocal next_file

@@ -24,6 +24,10 @@ DEFAULT_NET = "alexnet"
 DEFAULT_LAYER = "fc7"
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_SIZE = 227
+#: How chunks are drawn: ``numpy`` (direct, pixel-identical to matplotlib, fast) or
+#: ``matplotlib`` (the original figure path, the reference).
+RENDERERS = ("numpy", "matplotlib")
+DEFAULT_RENDERER = "numpy"
 
 
 def available_colormaps() -> list[str]:
@@ -132,10 +136,14 @@ class RunOptions:
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
     batch_size: int = DEFAULT_BATCH_SIZE
     progress: bool = False
+    renderer: str = DEFAULT_RENDERER
 
     def __post_init__(self):
         _positive_int("np", self.processes)
         _positive_int("batch_size", self.batch_size)
+        if self.renderer not in RENDERERS:
+            raise ParameterError(f"-renderer={self.renderer!r} is not one of "
+                                 f"{', '.join(RENDERERS)}")
 
 
 def _positive_int(name: str, value, *, optional: bool = False) -> None:
