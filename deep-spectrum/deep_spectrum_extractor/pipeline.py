@@ -144,12 +144,20 @@ class _InlineExecutor:
         pass
 
 
+def _init_worker() -> None:
+    """One BLAS thread per worker: the workers run side by side with TensorFlow."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 def _executor(processes: int):
     if processes == 1:
         return _InlineExecutor()
     # spawn: workers start clean, never inheriting TensorFlow's threads from this process
     return concurrent.futures.ProcessPoolExecutor(
-        max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
+        max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker)
 
 
 def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSettings,
