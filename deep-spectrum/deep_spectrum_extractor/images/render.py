@@ -53,6 +53,10 @@ MEL_LINTHRESH = 1000.0  # librosa.display: y_axis='mel' -> symlog, base 2
 LOG_LINSCALE = 0.5  # librosa.display: y_axis='log' -> symlog, base 2, linthresh C2
 SYMLOG_BASE = 2
 WHITE = (255, 255, 255)
+# Layout of colour_table: N colours, then under, over, bad (as in Colormap._lut), then
+# the canvas colour where no cell is drawn.
+_EXTRA_ENTRIES = 4
+_BACKGROUND = -1
 
 
 class RendererMismatch(DeepSpectrumError):
@@ -152,7 +156,7 @@ def colour_indices(data: np.ndarray, n_colours: int) -> np.ndarray:
     # Normalize.process_value: floats keep their dtype, small integers become float32,
     # larger ones float64; vmin/vmax enter the arithmetic as float64 scalars.
     dtype = data.dtype
-    if np.issubdtype(dtype, np.integer):
+    if dtype.kind in "biu":
         dtype = np.promote_types(dtype, np.float32)
     vmin = np.float64(finite.min().item())
     vmax = np.float64(finite.max().item())
@@ -175,12 +179,6 @@ def colour_indices(data: np.ndarray, n_colours: int) -> np.ndarray:
     if any_bad:
         indices[bad] = n_colours + 2
     return indices
-
-
-# Layout of colour_table: N colours, then under, over, bad (as Colormap._lut), then
-# the canvas colour where no cell is drawn.
-_EXTRA_ENTRIES = 4
-_BACKGROUND = -1
 
 
 @functools.lru_cache(maxsize=None)
@@ -373,12 +371,14 @@ def verify_renderer(*, size: int = 64) -> None:
 
 
 def _checked_matrix(matrix):
+    if np.ma.isMaskedArray(matrix):
+        raise ParameterError("masked arrays are not supported; mark missing cells with NaN")
     data = np.asarray(matrix)
     if np.iscomplexobj(data):
         data = np.abs(data)  # specshow draws the magnitude of complex input
     if data.ndim != 2 or 0 in data.shape:
         raise ParameterError(f"matrix must be 2-D and non-empty, got shape {data.shape}")
-    if data.dtype.kind not in "fiu" or data.dtype.itemsize > 8:
+    if data.dtype.kind not in "biuf" or data.dtype.itemsize > 8:
         raise ParameterError(f"matrix must hold real numbers of at most 64 bits, "
                              f"got dtype {data.dtype}")
     return data
