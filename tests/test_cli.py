@@ -393,3 +393,12 @@ def test_both_renderers_write_identical_files(tmp_path, corpus, small_config, mo
                     "small", "-config", small_config, "-renderer", renderer])[0] == 0
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_ylim_leaving_too_few_rows_skips_with_a_reason(tmp_path, corpus, small_config, capsys):
+    out = tmp_path / "f.arff"
+    code, err = run(["-i", corpus / "music", "-o", out, "-nfft", "64", "-ylim", "200",
+                     "-net", "small", "-config", small_config], capsys)
+    assert code == 1 and not out.exists()
+    assert "-ylim=200 keeps 0 frequency row(s) at 16000 Hz with nfft 64" in err
+    assert "no features extracted from 2 file(s)" in err

@@ -103,13 +103,17 @@ def render_segment(path: Path, relative: Path, file_index: int, number: int,
     total = -(-len(chunks) // segment_size)
     selected = chunks[number * segment_size:(number + 1) * segment_size]
     images = np.empty((len(selected), settings.size, settings.size, 3), dtype=np.uint8)
-    for position, chunk in enumerate(selected):
-        matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
-                                 ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
-        images[position] = draw(matrix, sample_rate=sample_rate, nfft=nfft,
-                                scale=settings.plot_scale, cmap=settings.cmap,
-                                size=settings.size, ylim=settings.ylim)
-        _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
+    try:
+        for position, chunk in enumerate(selected):
+            matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
+                                     ylim=settings.ylim, delta=settings.delta,
+                                     nmel=settings.nmel)
+            images[position] = draw(matrix, sample_rate=sample_rate, nfft=nfft,
+                                    scale=settings.plot_scale, cmap=settings.cmap,
+                                    size=settings.size, ylim=settings.ylim)
+            _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
+    except DeepSpectrumError as exc:
+        return Segment(file_index, number, total, [], None, error=str(exc))
     return Segment(file_index, number, total, [chunk.timestamp for chunk in selected], images)
 
 
@@ -265,7 +269,9 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
                and not any(index == done_upto for index, _ in queue)):
             result = open_files.pop(done_upto)
             blocks = parts.pop(done_upto)
-            if blocks:
+            if result.error is not None:
+                result.timestamps = []
+            elif blocks:
                 result.features = np.concatenate(blocks)
             remaining.pop(done_upto)
             done_upto += 1
@@ -278,6 +284,8 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
             parts[index] = []
             remaining[index] = segment.total
         remaining[index] -= 1
+        if segment.error and open_files[index].error is None:
+            open_files[index].error = segment.error  # a later part failed: drop the file
         if segment.images is not None and len(segment.images):
             open_files[index].timestamps.extend(segment.timestamps)
             queue.append((index, segment.images))

@@ -19,6 +19,8 @@ import warnings
 
 import numpy as np
 
+from ..errors import ParameterError
+
 DELTA_WIDTH = 9  # librosa.feature.delta's default
 
 
@@ -48,10 +50,15 @@ def limited_stft(samples: np.ndarray, sample_rate: int, nfft: int,
     """Complex STFT with the rows above ``ylim`` Hz removed."""
     import librosa
 
+    if ylim:
+        rows = int(min(ylim * 2 / sample_rate, 1) * (1 + nfft / 2))
+        if rows < 2:
+            raise ParameterError(f"-ylim={ylim} keeps {rows} frequency row(s) at {sample_rate} "
+                                 f"Hz with nfft {nfft}; a plot needs at least 2: raise -ylim "
+                                 "or -nfft")
     stft = librosa.stft(samples, n_fft=nfft, hop_length=nfft // 2, center=False)
     if ylim:
-        fraction = min(ylim * 2 / sample_rate, 1)
-        stft = stft[:int(fraction * (1 + nfft / 2)), :]
+        stft = stft[:rows, :]
     return stft
 
 
