@@ -194,6 +194,11 @@ def run(args: argparse.Namespace) -> int:
     if output.is_dir():
         raise ParameterError(f"-o {output} is a directory; give a file name")
 
+    if options.renderer == "numpy":
+        from ..images.render import verify_renderer
+
+        verify_renderer()  # the installed matplotlib still draws what the renderer draws
+
     from ..backend.extractor import FrozenGraphExtractor
     from ..backend.networks import resolve_model
 

@@ -366,8 +366,8 @@ def verify_renderer(*, size: int = 64) -> None:
             raise RendererMismatch(
                 f"render_matrix differs from plot_matrix in {differing} of {size * size} pixels "
                 f"({case}) with matplotlib {matplotlib.__version__}; the renderer was validated "
-                f"against matplotlib {VALIDATED_MATPLOTLIB}. Use plot_matrix, or re-derive the "
-                "drawing rules for this matplotlib version.")
+                f"against matplotlib {VALIDATED_MATPLOTLIB}. Use plot_matrix (-renderer "
+                "matplotlib), or re-derive the drawing rules for this matplotlib version.")
 
 
 def _checked_matrix(matrix):
