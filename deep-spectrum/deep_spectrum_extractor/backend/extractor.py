@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .convention import IMPORT_PREFIX, INPUT_NAME, layer_names
+from .graph_safety import check_graph_ops
 from .tf import tensorflow
 
 
@@ -26,6 +27,7 @@ def read_graph_def(path: str | os.PathLike):
         raise ModelError(f"model file {path} is not a TensorFlow GraphDef (.pb): {exc}") from exc
     if not any(node.name == INPUT_NAME for node in graph_def.node):
         raise ModelError(f"model file {path} has no placeholder named {INPUT_NAME!r}")
+    check_graph_ops(graph_def, str(path))
     return graph_def
 
 
