@@ -86,7 +86,20 @@ def _drawing_function(renderer: str):
 def render_segment(path: Path, relative: Path, file_index: int, number: int,
                    settings: FeatureSettings, segment_size: int, extra: ExtraOutput,
                    renderer: str = "numpy") -> Segment:
-    """Read ``path`` and plot chunks ``number*segment_size ...`` of it (runs in a worker)."""
+    """Read ``path`` and plot chunks ``number*segment_size ...`` of it (runs in a worker).
+
+    Whatever goes wrong with one file comes back as the segment's ``error`` so that the
+    run goes on with the others.
+    """
+    try:
+        return _render_segment(path, relative, file_index, number, settings, segment_size,
+                               extra, renderer)
+    except Exception as exc:  # one odd file must not stop a corpus-wide run
+        return Segment(file_index, number, 1, [], None, error=f"{type(exc).__name__}: {exc}")
+
+
+def _render_segment(path, relative, file_index, number, settings, segment_size, extra,
+                    renderer) -> Segment:
     draw = _drawing_function(renderer)
     try:
         signal, sample_rate = read_audio(path, start=settings.start, end=settings.end)
@@ -197,13 +210,34 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
             next_file += 1
             in_flight += 1
 
+    def result_of(key, future) -> Segment:
+        """The segment, surviving worker processes that die (killed, out of memory ...)."""
+        nonlocal executor
+        try:
+            return future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            pass
+        # Every task in flight failed with the pool; which one killed it is unknown.
+        # Start a new pool, run this task alone, and blame it only if it breaks that too.
+        executor.shutdown(wait=True, cancel_futures=True)
+        executor = _executor(options.processes)
+        for slot in pending:
+            slot[1] = None
+        try:
+            return submit(key).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            executor.shutdown(wait=True, cancel_futures=True)
+            executor = _executor(options.processes)
+            return Segment(key[0], key[1], 1, [], None,
+                           error="the worker process reading and plotting it died")
+
     try:
         refill()
         while pending:
             (index, number), future = pending.popleft()
             if future is None:
                 future = submit((index, number))
-            segment = future.result()
+            segment = result_of((index, number), future)
             if number == 0 and segment.total > 1:
                 for later in range(segment.total - 1, 0, -1):
                     pending.appendleft([(index, later), None])

@@ -27,9 +27,10 @@ def find_audio_files(path: str | os.PathLike, extensions=AUDIO_EXTENSIONS) -> li
         return [path]
     if not path.exists():
         raise AudioError(f"input {str(path)!r} does not exist")
+    # folders named like audio files are listed too, so that they are reported
     found = [Path(root) / name
-             for root, _dirs, names in os.walk(path)
-             for name in names if name.lower().endswith(extensions)]
+             for root, dirs, names in os.walk(path)
+             for name in names + dirs if name.lower().endswith(extensions)]
     return sorted(found)
 
 
@@ -51,12 +52,20 @@ def read_audio(path: str | os.PathLike, *, start: Decimal = Decimal(0),
     """
     import soundfile
 
+    if Path(path).is_dir():
+        raise AudioError(f"{os.fspath(path)} is a directory, not an audio file")
     try:
         data, sample_rate = soundfile.read(os.fspath(path), dtype="float64", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"{os.fspath(path)}: cannot decode audio ({exc})") from exc
+    except (soundfile.LibsndfileError, OSError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"cannot decode audio ({exc})") from exc
+    if data.size == 0:
+        raise AudioError("the file holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError("the audio contains NaN or infinite samples")
     signal = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     signal = np.trim_zeros(signal)
+    if signal.size == 0:
+        raise AudioError("the audio is all silence (every sample is zero)")
     first = int(start * sample_rate)
     last = int(end * sample_rate) if end is not None else None
     return signal[first:last], int(sample_rate)
