@@ -249,7 +249,7 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
 
 def extract_features(files: list[Path], settings: FeatureSettings, extractor,
                      options: RunOptions = RunOptions(), *, root: Path | None = None,
-                     extra: ExtraOutput = ExtraOutput()) -> Iterator[FileFeatures]:
+                     extra: ExtraOutput = ExtraOutput(), align: int = 0) -> Iterator[FileFeatures]:
     """Features of every file, yielded one file at a time in input order.
 
     Parameters
@@ -263,6 +263,10 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
         Input folder; side outputs keep the files' paths relative to it.
     extra : ExtraOutput
         Where to write chunk plots and audio, if anywhere.
+    align : int
+        Blank images put before the first chunk in the first batch (their features are
+        dropped), so that a resumed run feeds every chunk at the batch position it had
+        in an uninterrupted run.
 
     Yields
     ------
@@ -276,6 +280,10 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
     queue: collections.deque = collections.deque()  # (file index, images) awaiting the net
     queued = 0
     done_upto = 0
+    if align:
+        parts[-1] = []  # a pseudo-file whose features are never yielded
+        queue.append((-1, np.zeros((align, settings.size, settings.size, 3), np.uint8)))
+        queued = align
 
     def run_batch(size: int) -> None:
         nonlocal queued

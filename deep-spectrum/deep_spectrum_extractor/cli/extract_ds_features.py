@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -119,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     conf = parser.add_argument_group("configuration")
     conf.add_argument("-np", type=_positive_int, default=None,
                       help="number of processes (default: number of CPU cores)")
+    conf.add_argument("--resume", action="store_true",
+                      help="continue an interrupted run with the same settings: files already "
+                      "done are not processed again")
+    conf.add_argument("--stop_on_error", action="store_true",
+                      help="stop at the first file that cannot be used instead of skipping it")
     conf.add_argument("-config", default=str(DEFAULT_CONFIG_PATH),
                       help="configuration file; created with the defaults if it does not "
                       "exist (default: deep.conf of the package)")
@@ -126,17 +133,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised as an exception so that the run stops cleanly."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         return run(args)
     except DeepSpectrumError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(f"{PROG}: interrupted; {args.o} not written (run again with --resume to "
+              "continue where it stopped)", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def settings_from_args(args: argparse.Namespace, config) -> FeatureSettings:
@@ -178,8 +199,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..audio import find_audio_files
-    from ..output import open_writer
-    from ..pipeline import ExtraOutput, extract_features
+    from ..extraction import StopOnError, extract_to_file, provenance
+    from ..pipeline import ExtraOutput
 
     started = time.monotonic()
     config = load_config(args.config)
@@ -193,7 +214,6 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.o)
     if output.is_dir():
         raise ParameterError(f"-o {output} is a directory; give a file name")
-
     if options.renderer == "numpy":
         from ..images.render import verify_renderer
 
@@ -208,36 +228,63 @@ def run(args: argparse.Namespace) -> int:
               "built offline", file=sys.stderr)
     _entry, model_path = resolve_model(config, settings.net)
     extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
+    record = provenance(settings, options, model_path)
     root = Path(args.i) if Path(args.i).is_dir() else None
     extra = ExtraOutput(Path(args.specout) if args.specout else None,
                         Path(args.wavout) if args.wavout else None)
 
-    skipped: list[tuple[Path, str]] = []
-    writer = open_writer(output, timestamps=settings.chunked and not args.no_timestamps,
-                         labels=labels.attributes if labels else None)
-    with writer, tqdm(total=len(files), unit="file", file=sys.stderr,
-                      disable=not options.progress) as bar:
-        for result in extract_features(files, settings, extractor, options, root=root,
-                                       extra=extra):
+    with tqdm(total=len(files), unit="file", file=sys.stderr,
+              disable=not options.progress) as bar:
+        def on_file(result):
             bar.update()
             if not result.ok:
-                skipped.append((result.path, result.error))
                 tqdm.write(f"{PROG}: skipped {result.path}: {result.error}", file=sys.stderr)
-                continue
-            rows = [labels.row(result.path, ts) for ts in result.timestamps] if labels else None
-            writer.write(result.path.name, result.timestamps, result.features, rows)
-        if writer.rows == 0:
-            writer.discard()
-    extractor.close()
+
+        try:
+            report = extract_to_file(
+                files, output, settings, extractor, options, record=record, labels=labels,
+                timestamps=settings.chunked and not args.no_timestamps, root=root,
+                extra=extra, resume=args.resume, stop_on_error=args.stop_on_error,
+                on_file=on_file)
+        except StopOnError as stop:
+            print(f"{PROG}: stopped at the first bad file ({stop.path}: {stop.reason}); "
+                  f"{output} not written", file=sys.stderr)
+            return 1
+        finally:
+            extractor.close()
+        if report.resumed_files:
+            bar.write(f"{PROG}: resumed; {report.resumed_files} file(s) were done before",
+                      file=sys.stderr)
+    _write_sidecar(output, record, report)
     elapsed = time.monotonic() - started
-    done = len(files) - len(skipped)
-    if writer.rows == 0:
+    if not report.committed:
         print(f"{PROG}: no features extracted from {len(files)} file(s); {output} not written",
               file=sys.stderr)
         return 1
-    print(f"{PROG}: {writer.rows} feature vectors from {done} file(s) written to {output}"
-          f"{f'; {len(skipped)} skipped' if skipped else ''} ({elapsed:.1f} s)", file=sys.stderr)
-    return 1 if skipped else 0
+    summary = (f"{PROG}: {report.rows} feature vectors from {len(report.done)} file(s) "
+               f"written to {output} ({elapsed:.1f} s)")
+    if report.skipped:
+        summary += (f"; {len(report.skipped)} file(s) skipped: "
+                    + ", ".join(str(path) for path, _ in report.skipped[:10])
+                    + (" ..." if len(report.skipped) > 10 else "")
+                    + f" (all listed in {_sidecar_path(output)})")
+    print(summary, file=sys.stderr)
+    return 1 if report.skipped else 0
+
+
+def _sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name + ".json")
+
+
+def _write_sidecar(output: Path, record: dict, report) -> None:
+    """``<output>.json``: provenance and the list of files done and skipped."""
+    import json
+
+    path = _sidecar_path(output)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps({"provenance": record, "summary": report.to_dict()}, indent=2)
+                   + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import tempfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -62,8 +61,16 @@ def format_features(features: np.ndarray) -> list[list[str]]:
     return np.asarray(features, dtype=np.float32).astype(str).tolist()
 
 
+def part_path(path: Path) -> Path:
+    """Where the rows of ``path`` are written until it is complete: ``.<name>.part`` beside it."""
+    return path.with_name(f".{path.name}.part")
+
+
 class FeatureWriter:
     """Streams feature rows into an ARFF or CSV file, committed atomically.
+
+    Rows go to :func:`part_path` beside the target, which is renamed into place by
+    :meth:`commit`; until then the target (and any previous version of it) is untouched.
 
     Parameters
     ----------
@@ -73,29 +80,43 @@ class FeatureWriter:
         Write the ``timeStamp`` column.
     labels : list of LabelAttribute or None
         Label columns, or None for ``--no_labels``.
+    comments : list of str
+        ARFF only: ``%`` comment lines written before ``@relation`` (provenance).
+    resume_offset : int or None
+        Continue an interrupted part file: keep its first ``resume_offset`` bytes (a
+        point where a file's rows ended) and append after them.
+    resume_rows : int
+        Rows already in the kept part.
     """
 
     def __init__(self, path: str | os.PathLike, *, timestamps: bool,
-                 labels: list[LabelAttribute] | None):
+                 labels: list[LabelAttribute] | None, comments: list[str] = (),
+                 resume_offset: int | None = None, resume_rows: int = 0):
         self.path = Path(path)
         self.arff = self.path.suffix.lower() == ".arff"
         self.timestamps = timestamps
         self.labels = labels
-        self.rows = 0
+        self.comments = list(comments)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                   suffix=".part")
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self.part = part_path(self.path)
+        if resume_offset is None:
+            self._file = open(self.part, "w", encoding="utf-8", newline="")
+            self.rows = 0
+        else:
+            with open(self.part, "r+b") as raw:
+                raw.truncate(resume_offset)
+            self._file = open(self.part, "a", encoding="utf-8", newline="")
+            self.rows = resume_rows
         self._csv = None if self.arff else csv.writer(self._file, lineterminator="\n")
-        self._header_written = False
+        self._header_written = resume_offset is not None and resume_offset > 0
 
     def _write_header(self, n_features: int) -> None:
         names = attribute_names(n_features, timestamps=self.timestamps, labels=self.labels)
         if not self.arff:
             self._csv.writerow(names)
             return
-        lines = [f"@relation '{RELATION}'", ""]
+        lines = [f"% {comment}" for comment in self.comments]
+        lines += [f"@relation '{RELATION}'", ""]
         lines.append("@attribute name string")
         if self.timestamps:
             lines.append("@attribute timeStamp numeric")
@@ -140,19 +161,29 @@ class FeatureWriter:
                 self._csv.writerow(row)
         self.rows += len(values)
 
+    def flush(self) -> int:
+        """Push written rows to the operating system; returns the part file's size."""
+        self._file.flush()
+        return self._file.tell()
+
     def commit(self) -> Path:
-        """Close the file and move it into place; returns the output path."""
+        """Close the part file and move it into place; returns the output path."""
         self._file.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        os.replace(self._tmp, self.path)
+        os.replace(self.part, self.path)
         return self.path
 
     def discard(self) -> None:
-        """Close and delete the temporary file; the target is left untouched."""
+        """Close and delete the part file; the target is left untouched."""
         self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        self.part.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close the part file and keep it (an interrupted run can be resumed)."""
+        self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
 
     def __enter__(self):
         return self

@@ -1,0 +1,214 @@
+"""A whole extraction job: files in, one feature file out, resumable.
+
+:func:`extract_to_file` runs the pipeline over a list of files and streams the rows into a
+:class:`~deep_spectrum_extractor.output.FeatureWriter`.  Next to the part file it keeps a
+*journal* (``.<name>.journal``, JSON lines): first the job's fingerprint, then one line per
+finished file with the part file's size after it.  An interrupted job can be continued with
+``resume=True``: the part file is cut back to the last finished file, finished files are not
+processed again, and the first batch is padded so that every chunk meets the network at the
+same batch position as in an uninterrupted run, which makes the final file byte-identical.
+
+It also records how the output was made (:func:`provenance`): tool and library versions,
+every setting that changes the features and the network file's SHA-256.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .errors import ParameterError
+from .output.writers import FeatureWriter, part_path
+from .pipeline import ExtraOutput, FileFeatures, extract_features
+from .settings import FeatureSettings, RunOptions
+
+LIBRARIES = ("numpy", "scipy", "librosa", "soundfile", "matplotlib", "tensorflow-cpu",
+             "tensorflow", "pillow")
+
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.journal")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def provenance(settings: FeatureSettings, options: RunOptions, model_path: Path,
+               model_sha256: str | None = None) -> dict:
+    """How a feature file is made: everything that can change its bytes.
+
+    ``batch_size`` is included because the network's float results may differ in the
+    last bits between batch shapes.
+    """
+    return {
+        "tool": f"deep-spectrum {__version__}",
+        "settings": {**settings.to_dict(), "batch_size": options.batch_size},
+        "network": {"file": model_path.name,
+                    "sha256": model_sha256 or file_sha256(model_path)},
+        "libraries": library_versions(),
+    }
+
+
+def provenance_comments(record: dict) -> list[str]:
+    """The provenance as ARFF comment lines (without the leading ``%``)."""
+    settings = ", ".join(f"{key}={value}" for key, value in record["settings"].items())
+    libraries = ", ".join(f"{key} {value}" for key, value in record["libraries"].items())
+    return [f"Deep Spectrum features written by {record['tool']}",
+            f"settings: {settings}",
+            f"network: {record['network']['file']} sha256={record['network']['sha256']}",
+            f"libraries: {libraries}"]
+
+
+@dataclass
+class ExtractionReport:
+    """What a job did: rows written and the files done and skipped (with reasons)."""
+
+    output: Path
+    rows: int = 0
+    done: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    resumed_files: int = 0
+    committed: bool = False
+
+    def to_dict(self) -> dict:
+        return {"output": self.output.name, "rows": self.rows, "files_done": len(self.done),
+                "files_skipped": [{"file": str(path), "reason": reason}
+                                  for path, reason in self.skipped]}
+
+
+class StopOnError(Exception):
+    """Raised inside a job when ``stop_on_error`` is set and a file fails."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, extractor,
+                    options: RunOptions, *, record: dict, labels=None, timestamps: bool,
+                    root: Path | None = None, extra: ExtraOutput = ExtraOutput(),
+                    resume: bool = False, stop_on_error: bool = False,
+                    on_file: Callable[[FileFeatures], None] | None = None) -> ExtractionReport:
+    """Extract features of ``files`` into ``output``; see the module docstring.
+
+    The output is committed only when every file has been handled and at least one row
+    was written.  On an exception (Ctrl-C, a signal turned into an exception, a
+    :class:`StopOnError`) the part file and journal stay for ``resume``.
+    """
+    report = ExtractionReport(output)
+    keys = [str(path.relative_to(root)) if root is not None else path.name for path in files]
+    fingerprint = json.loads(json.dumps({  # as it reads back from the journal
+        "provenance": record, "timestamps": timestamps,
+        "labels": [[a.name, a.values] for a in labels.attributes] if labels else None,
+        "files": keys}))
+    journal = journal_path(output)
+    finished: dict[str, dict] = {}
+    resume_offset = None
+    if resume and journal.exists() and part_path(output).exists():
+        previous, finished = _read_journal(journal)
+        _check_same_job(previous, fingerprint, journal)
+        if finished:
+            last = max(finished.values(), key=lambda entry: entry["offset"])
+            resume_offset, report.rows = last["offset"], last["rows"]
+    if not finished:
+        resume_offset = None
+        output.parent.mkdir(parents=True, exist_ok=True)
+        journal.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
+    position = {key: number for number, key in enumerate(keys)}
+    for key, entry in finished.items():
+        path = files[position[key]]
+        if entry["error"] is None:
+            report.done.append(path)
+        else:
+            report.skipped.append((path, entry["error"]))
+    report.resumed_files = len(finished)
+    todo = [path for path, key in zip(files, keys) if key not in finished]
+    todo_keys = [key for key in keys if key not in finished]
+
+    writer = FeatureWriter(output, timestamps=timestamps,
+                           labels=labels.attributes if labels else None,
+                           comments=provenance_comments(record) if output.suffix.lower() == ".arff" else (),
+                           resume_offset=resume_offset, resume_rows=report.rows)
+    align = report.rows % options.batch_size
+    try:
+        with open(journal, "a", encoding="utf-8") as log:
+            for result in extract_features(todo, settings, extractor, options, root=root,
+                                           extra=extra, align=align):
+                if result.ok:
+                    rows = ([labels.row(result.path, ts) for ts in result.timestamps]
+                            if labels else None)
+                    writer.write(result.path.name, result.timestamps, result.features, rows)
+                    report.done.append(result.path)
+                else:
+                    report.skipped.append((result.path, result.error))
+                offset = writer.flush()
+                log.write(json.dumps({"file": todo_keys[result.index], "offset": offset,
+                                      "rows": writer.rows,
+                                      "error": result.error}) + "\n")
+                log.flush()
+                if on_file is not None:
+                    on_file(result)
+                if stop_on_error and not result.ok:
+                    raise StopOnError(result.path, result.error)
+    except BaseException:
+        writer.close()  # keep the part file and journal for resume
+        raise
+    report.rows = writer.rows
+    if writer.rows == 0:
+        writer.discard()
+    else:
+        writer.commit()
+        report.committed = True
+    journal.unlink(missing_ok=True)
+    return report
+
+
+def _read_journal(journal: Path) -> tuple[dict, dict[str, dict]]:
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    try:
+        header = json.loads(lines[0])["fingerprint"]
+    except (IndexError, ValueError, KeyError):
+        raise ParameterError(f"cannot resume: {journal} is damaged; run without --resume") from None
+    finished = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            break  # the last line was cut off when the run was killed
+        finished[entry["file"]] = entry
+    return header, finished
+
+
+def _check_same_job(previous: dict, current: dict, journal: Path) -> None:
+    differences = []
+    for section in ("settings", "network", "libraries"):
+        old, new = previous["provenance"][section], current["provenance"][section]
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                differences.append(f"{section} {key}: {old.get(key)} -> {new.get(key)}")
+    for key in ("timestamps", "labels", "files"):
+        if previous[key] != current[key]:
+            differences.append(f"{key} differ" if key != "files" else "the input files differ")
+    if differences:
+        raise ParameterError("cannot resume: the interrupted run used other settings ("
+                             + "; ".join(differences) + "); run without --resume to start over")
