@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .audio import chunk_signal, default_nfft, read_audio
+from .audio import InMemoryAudio, chunk_signal, default_nfft, read_audio
 from .errors import AudioError, DeepSpectrumError
 from .images import min_chunk_length, plot_matrix, spectral_matrix
 from .settings import FeatureSettings, RunOptions
@@ -43,6 +43,7 @@ class Segment:
     timestamps: list[Decimal | None]
     images: np.ndarray | None
     error: str | None = None
+    durations: list[float] = field(default_factory=list)  # seconds of audio per chunk
 
 
 @dataclass
@@ -54,6 +55,7 @@ class FileFeatures:
     timestamps: list[Decimal | None] = field(default_factory=list)
     features: np.ndarray | None = None
     error: str | None = None
+    durations: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -127,7 +129,8 @@ def _render_segment(path, relative, file_index, number, settings, segment_size, 
             _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
     except DeepSpectrumError as exc:
         return Segment(file_index, number, total, [], None, error=str(exc))
-    return Segment(file_index, number, total, [chunk.timestamp for chunk in selected], images)
+    return Segment(file_index, number, total, [chunk.timestamp for chunk in selected], images,
+                   durations=[len(chunk.samples) / sample_rate for chunk in selected])
 
 
 def _write_side_outputs(extra: ExtraOutput, relative: Path, chunk, sample_rate: int,
@@ -188,7 +191,9 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
 
     def relative(index: int) -> Path:
         path = files[index]
-        return path.relative_to(root) if root is not None else Path(path.name)
+        if root is None or isinstance(path, InMemoryAudio):
+            return Path(path.name)
+        return path.relative_to(root)
 
     def submit(key):
         index, number = key
@@ -312,7 +317,7 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
             result = open_files.pop(done_upto)
             blocks = parts.pop(done_upto)
             if result.error is not None:
-                result.timestamps = []
+                result.timestamps, result.durations = [], []
             elif blocks:
                 result.features = np.concatenate(blocks)
             remaining.pop(done_upto)
@@ -322,7 +327,9 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
     for segment in _rendered_segments(files, root, settings, options, extra):
         index = segment.file_index
         if index not in open_files:
-            open_files[index] = FileFeatures(index, files[index], error=segment.error)
+            source = files[index]
+            open_files[index] = FileFeatures(index, Path(source.name) if isinstance(
+                source, InMemoryAudio) else source, error=segment.error)
             parts[index] = []
             remaining[index] = segment.total
         remaining[index] -= 1
@@ -330,6 +337,7 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
             open_files[index].error = segment.error  # a later part failed: drop the file
         if segment.images is not None and len(segment.images):
             open_files[index].timestamps.extend(segment.timestamps)
+            open_files[index].durations.extend(segment.durations)
             queue.append((index, segment.images))
             queued += len(segment.images)
             while queued >= options.batch_size:

@@ -1,5 +1,5 @@
 """Audio -> chunks: finding, reading and cutting recordings."""
 from .chunking import Chunk, chunk_signal, default_nfft
-from .reading import find_audio_files, read_audio
+from .reading import InMemoryAudio, find_audio_files, read_audio
 
-__all__ = ["Chunk", "chunk_signal", "default_nfft", "find_audio_files", "read_audio"]
+__all__ = ["Chunk", "InMemoryAudio", "chunk_signal", "default_nfft", "find_audio_files", "read_audio"]

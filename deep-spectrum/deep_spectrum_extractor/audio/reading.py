@@ -7,6 +7,7 @@ channels are averaged to mono, exact zeros at both ends are trimmed, and then
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +16,19 @@ import numpy as np
 from ..errors import AudioError
 
 AUDIO_EXTENSIONS = (".wav",)
+
+
+@dataclass(frozen=True)
+class InMemoryAudio:
+    """A signal given as an array instead of a file (Python API).
+
+    ``samples`` has shape ``(n,)`` or ``(n, channels)``; ``name`` stands in for the file
+    name in the output.
+    """
+
+    name: str
+    samples: np.ndarray
+    sample_rate: int
 
 
 def find_audio_files(path: str | os.PathLike, extensions=AUDIO_EXTENSIONS) -> list[Path]:
@@ -34,14 +48,14 @@ def find_audio_files(path: str | os.PathLike, extensions=AUDIO_EXTENSIONS) -> li
     return sorted(found)
 
 
-def read_audio(path: str | os.PathLike, *, start: Decimal = Decimal(0),
+def read_audio(path: str | os.PathLike | InMemoryAudio, *, start: Decimal = Decimal(0),
                end: Decimal | None = None) -> tuple[np.ndarray, int]:
     """Read a file as a mono float64 signal with the zeros at both ends trimmed.
 
     Parameters
     ----------
-    path : path-like
-        Any file libsndfile can decode.
+    path : path-like or InMemoryAudio
+        Any file libsndfile can decode, or a signal already in memory.
     start, end : Decimal
         Seconds of the trimmed signal to keep: ``x[int(start*sr):int(end*sr)]``.
 
@@ -52,12 +66,22 @@ def read_audio(path: str | os.PathLike, *, start: Decimal = Decimal(0),
     """
     import soundfile
 
-    if Path(path).is_dir():
-        raise AudioError(f"{os.fspath(path)} is a directory, not an audio file")
-    try:
-        data, sample_rate = soundfile.read(os.fspath(path), dtype="float64", always_2d=True)
-    except (soundfile.LibsndfileError, OSError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"cannot decode audio ({exc})") from exc
+    if isinstance(path, InMemoryAudio):
+        data, sample_rate = np.asarray(path.samples, dtype=np.float64), path.sample_rate
+        if data.ndim == 1:
+            data = data[:, np.newaxis]
+        if data.ndim != 2 or sample_rate <= 0:
+            raise AudioError(f"{path.name}: a signal must have shape (n,) or (n, channels) "
+                             "and a positive sample rate")
+    else:
+        if Path(path).is_dir():
+            raise AudioError(f"{os.fspath(path)} is a directory, not an audio file")
+        try:
+            data, sample_rate = soundfile.read(os.fspath(path), dtype="float64",
+                                               always_2d=True)
+        except (soundfile.LibsndfileError, OSError, RuntimeError, TypeError,
+                ValueError) as exc:
+            raise AudioError(f"cannot decode audio ({exc})") from exc
     if data.size == 0:
         raise AudioError("the file holds no samples")
     if not np.isfinite(data).all():
