@@ -321,7 +321,7 @@ def test_no_input_files(tmp_path, small_config, capsys):
     (tmp_path / "empty").mkdir()
     code, err = run(["-i", tmp_path / "empty", "-o", tmp_path / "f.arff", "-net", "small",
                      "-config", small_config], capsys)
-    assert code == 2 and "no .wav files found" in err
+    assert code == 2 and "no audio files found" in err
 
 
 def test_file_too_short_is_reported_and_skipped(tmp_path, small_config, capsys):

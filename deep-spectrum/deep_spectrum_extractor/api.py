@@ -62,7 +62,7 @@ def iter_extract(inputs, *, sample_rate: int | None = None, window: float | None
                  cmap: str = "viridis", net: str = "alexnet", layer: str | None = None,
                  config: str | os.PathLike | None = None, processes: int = 1,
                  batch_size: int = DEFAULT_BATCH_SIZE, renderer: str = "numpy",
-                 errors: str = "raise") -> Iterator:
+                 resample: int | None = None, errors: str = "raise") -> Iterator:
     """Features file by file, as DataFrames indexed by ``(file, start, end)``.
 
     Parameters
@@ -82,6 +82,8 @@ def iter_extract(inputs, *, sample_rate: int | None = None, window: float | None
         Worker processes reading and plotting (1: all in this process).
     batch_size : int
     renderer : {'numpy', 'matplotlib'}
+    resample : int, optional
+        Resample every input to this rate (``-sr``).
     errors : {'raise', 'skip'}
         What to do with an input that yields no features.
 
@@ -105,7 +107,8 @@ def iter_extract(inputs, *, sample_rate: int | None = None, window: float | None
                                start=Decimal(str(start)), end=_decimal(end), nfft=nfft,
                                ylim=ylim, delta=delta, nmel=nmel, cmap=cmap,
                                size=deep_config.size, net=entry.name,
-                               layer=layer or entry.default_layer or DEFAULT_LAYER)
+                               layer=layer or entry.default_layer or DEFAULT_LAYER,
+                               sample_rate=resample)
     options = RunOptions(processes=processes, batch_size=batch_size, renderer=renderer)
     sources = _sources(inputs, sample_rate)
     _entry, model_path = resolve_model(deep_config, settings.net)

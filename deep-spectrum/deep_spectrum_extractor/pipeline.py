@@ -104,7 +104,8 @@ def _render_segment(path, relative, file_index, number, settings, segment_size, 
                     renderer) -> Segment:
     draw = _drawing_function(renderer)
     try:
-        signal, sample_rate = read_audio(path, start=settings.start, end=settings.end)
+        signal, sample_rate = read_audio(path, start=settings.start, end=settings.end,
+                                         target_rate=settings.sample_rate)
         nfft = settings.nfft or default_nfft(sample_rate)
         chunks = chunk_signal(signal, sample_rate, window=settings.window, hop=settings.hop,
                               start=settings.start,

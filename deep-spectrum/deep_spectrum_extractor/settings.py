@@ -65,6 +65,8 @@ class FeatureSettings:
         Image width and height in pixels (deep.conf ``size``).
     net, layer : str
         Network name from deep.conf and the layer whose activations are the features.
+    sample_rate : int or None
+        Resample every file to this rate (``-sr``); None keeps each file's own rate.
     """
 
     mode: str = DEFAULT_MODE
@@ -81,6 +83,7 @@ class FeatureSettings:
     size: int = DEFAULT_SIZE
     net: str = DEFAULT_NET
     layer: str = DEFAULT_LAYER
+    sample_rate: int | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -108,6 +111,7 @@ class FeatureSettings:
         _positive_int("delta", self.delta, optional=True)
         _positive_int("nmel", self.nmel)
         _positive_int("size", self.size)
+        _positive_int("sr", self.sample_rate, optional=True)
         if not self.net:
             raise ParameterError("-net must name a network")
         if not self.layer:

@@ -15,7 +15,10 @@ import numpy as np
 
 from ..errors import AudioError
 
-AUDIO_EXTENSIONS = (".wav",)
+#: Extensions searched for in an input folder (case-insensitive): the formats the
+#: bundled libsndfile decodes that are used for recordings.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif",
+                    ".au", ".caf", ".w64", ".rf64")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,8 @@ def find_audio_files(path: str | os.PathLike, extensions=AUDIO_EXTENSIONS) -> li
 
 
 def read_audio(path: str | os.PathLike | InMemoryAudio, *, start: Decimal = Decimal(0),
-               end: Decimal | None = None) -> tuple[np.ndarray, int]:
+               end: Decimal | None = None,
+               target_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read a file as a mono float64 signal with the zeros at both ends trimmed.
 
     Parameters
@@ -58,6 +62,8 @@ def read_audio(path: str | os.PathLike | InMemoryAudio, *, start: Decimal = Deci
         Any file libsndfile can decode, or a signal already in memory.
     start, end : Decimal
         Seconds of the trimmed signal to keep: ``x[int(start*sr):int(end*sr)]``.
+    target_rate : int, optional
+        Resample the trimmed signal to this rate (soxr, high quality) before cutting.
 
     Returns
     -------
@@ -90,6 +96,11 @@ def read_audio(path: str | os.PathLike | InMemoryAudio, *, start: Decimal = Deci
     signal = np.trim_zeros(signal)
     if signal.size == 0:
         raise AudioError("the audio is all silence (every sample is zero)")
+    if target_rate is not None and target_rate != sample_rate:
+        import soxr
+
+        signal = soxr.resample(signal, sample_rate, target_rate, quality="HQ")
+        sample_rate = target_rate
     first = int(start * sample_rate)
     last = int(end * sample_rate) if end is not None else None
     return signal[first:last], int(sample_rate)

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ImageNet-pretrained CNN; the activations of one layer are the features.")
     required = parser.add_argument_group("required options")
     required.add_argument("-i", required=True, metavar="INPUT",
-                          help="folder with .wav files (searched recursively) or one audio file")
+                          help="folder with audio files (.wav, .flac, .ogg, .mp3 ...; searched "
+                          "recursively) or one audio file")
     required.add_argument("-o", required=True, metavar="OUTPUT",
                           help="feature file; .arff gives ARFF, any other extension CSV")
 
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start time in seconds (default: 0)")
     chunks.add_argument("-end", type=_decimal, default=None,
                         help="end time in seconds (default: end of file)")
+    chunks.add_argument("-sr", type=_positive_int, default=None, metavar="RATE",
+                        help="resample every file to this sample rate in Hz (default: keep "
+                        "each file's rate)")
 
     plots = parser.add_argument_group("parameters of the audio plots")
     plots.add_argument("-mode", choices=MODES, default=DEFAULT_MODE,
@@ -173,7 +177,7 @@ def settings_from_args(args: argparse.Namespace, config) -> FeatureSettings:
     return FeatureSettings(mode=args.mode, scale=args.scale, window=window, hop=hop,
                            start=args.start, end=args.end, nfft=args.nfft, ylim=args.ylim,
                            delta=args.delta, nmel=args.nmel, cmap=args.cmap, size=config.size,
-                           net=args.net.lower(), layer=layer)
+                           net=args.net.lower(), layer=layer, sample_rate=args.sr)
 
 
 def labels_from_args(args: argparse.Namespace, settings: FeatureSettings, files: list[Path]):
@@ -209,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, progress=True, renderer=args.renderer)
     files = find_audio_files(args.i)
     if not files:
-        raise ParameterError(f"no .wav files found in {args.i}")
+        raise ParameterError(f"no audio files found in {args.i}")
     labels = labels_from_args(args, settings, files)
     output = Path(args.o)
     if output.is_dir():
