@@ -23,7 +23,7 @@ from typing import Callable
 
 from . import __version__
 from .errors import ParameterError
-from .output.writers import FeatureWriter, part_path
+from .output.writers import BINARY_FORMATS, open_writer, part_path
 from .pipeline import ExtraOutput, FileFeatures, extract_features
 from .settings import FeatureSettings, RunOptions
 
@@ -124,6 +124,9 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
     journal = journal_path(output)
     finished: dict[str, dict] = {}
     resume_offset = None
+    if resume and output.suffix.lower() in BINARY_FORMATS:
+        raise ParameterError(f"--resume works for ARFF and CSV output, not "
+                             f"{output.suffix}; run without --resume to start over")
     if resume and journal.exists() and part_path(output).exists():
         previous, finished = _read_journal(journal)
         _check_same_job(previous, fingerprint, journal)
@@ -145,10 +148,10 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
     todo = [path for path, key in zip(files, keys) if key not in finished]
     todo_keys = [key for key in keys if key not in finished]
 
-    writer = FeatureWriter(output, timestamps=timestamps,
-                           labels=labels.attributes if labels else None,
-                           comments=provenance_comments(record) if output.suffix.lower() == ".arff" else (),
-                           resume_offset=resume_offset, resume_rows=report.rows)
+    writer = open_writer(output, timestamps=timestamps,
+                         labels=labels.attributes if labels else None, record=record,
+                         comments=provenance_comments(record), resume_offset=resume_offset,
+                         resume_rows=report.rows)
     align = report.rows % options.batch_size
     try:
         with open(journal, "a", encoding="utf-8") as log:

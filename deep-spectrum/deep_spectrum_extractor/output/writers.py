@@ -196,7 +196,25 @@ class FeatureWriter:
                 self.discard()
 
 
+#: Output formats by file extension; anything else is CSV.
+BINARY_FORMATS = (".parquet", ".npz")
+
+
 def open_writer(path: str | os.PathLike, *, timestamps: bool,
-                labels: list[LabelAttribute] | None) -> FeatureWriter:
-    """A :class:`FeatureWriter` for ``path``; the format follows the extension."""
-    return FeatureWriter(path, timestamps=timestamps, labels=labels)
+                labels: list[LabelAttribute] | None, record: dict | None = None,
+                comments: list[str] = (), resume_offset: int | None = None,
+                resume_rows: int = 0):
+    """A writer for ``path`` chosen by its extension.
+
+    ``.arff``: ARFF (with ``comments`` as ``%`` lines), ``.parquet``: Parquet, ``.npz``:
+    NumPy, anything else: CSV.  Only ARFF and CSV can continue a part file.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in BINARY_FORMATS:
+        from .tables import NumpyFeatureWriter, ParquetFeatureWriter
+
+        cls = ParquetFeatureWriter if suffix == ".parquet" else NumpyFeatureWriter
+        return cls(path, timestamps=timestamps, labels=labels, record=record)
+    return FeatureWriter(path, timestamps=timestamps, labels=labels,
+                         comments=comments if suffix == ".arff" else (),
+                         resume_offset=resume_offset, resume_rows=resume_rows)
