@@ -100,34 +100,60 @@ def render_segment(path: Path, relative: Path, file_index: int, number: int,
         return Segment(file_index, number, 1, [], None, error=f"{type(exc).__name__}: {exc}")
 
 
+def file_chunks(path, settings: FeatureSettings):
+    """Read and chunk one input: ``(chunks, sample_rate, nfft)``.
+
+    Raises DeepSpectrumError (AudioError) when the file cannot be used or yields no
+    chunk long enough to plot.
+    """
+    signal, sample_rate = read_audio(path, start=settings.start, end=settings.end,
+                                     target_rate=settings.sample_rate)
+    nfft = settings.nfft or default_nfft(sample_rate)
+    need = min_chunk_length(nfft, settings.delta)
+    chunks = chunk_signal(signal, sample_rate, window=settings.window, hop=settings.hop,
+                          start=settings.start, min_length=need)
+    if not chunks:
+        raise AudioError(f"no chunk has the {need} samples needed for one plot "
+                         f"({len(signal)} samples after trimming at {sample_rate} Hz)")
+    return chunks, sample_rate, nfft
+
+
+def count_chunks(path, settings: FeatureSettings) -> tuple[int, str | None]:
+    """How many chunks an input yields, or 0 and the reason it yields none."""
+    try:
+        return len(file_chunks(path, settings)[0]), None
+    except Exception as exc:  # same isolation as render_segment
+        return 0, str(exc) if isinstance(exc, DeepSpectrumError) else f"{type(exc).__name__}: {exc}"
+
+
+def render_chunks(chunks, sample_rate: int, nfft: int, settings: FeatureSettings, *,
+                  renderer: str = "numpy", relative: Path | None = None,
+                  extra: ExtraOutput = ExtraOutput()) -> np.ndarray:
+    """Images of ``chunks`` [shape=(n, size, size, 3), uint8], with their side outputs."""
+    draw = _drawing_function(renderer)
+    images = np.empty((len(chunks), settings.size, settings.size, 3), dtype=np.uint8)
+    for position, chunk in enumerate(chunks):
+        matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
+                                 ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
+        images[position] = draw(matrix, sample_rate=sample_rate, nfft=nfft,
+                                scale=settings.plot_scale, cmap=settings.cmap,
+                                size=settings.size, ylim=settings.ylim)
+        if relative is not None:
+            _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
+    return images
+
+
 def _render_segment(path, relative, file_index, number, settings, segment_size, extra,
                     renderer) -> Segment:
-    draw = _drawing_function(renderer)
     try:
-        signal, sample_rate = read_audio(path, start=settings.start, end=settings.end,
-                                         target_rate=settings.sample_rate)
-        nfft = settings.nfft or default_nfft(sample_rate)
-        chunks = chunk_signal(signal, sample_rate, window=settings.window, hop=settings.hop,
-                              start=settings.start,
-                              min_length=min_chunk_length(nfft, settings.delta))
-        if not chunks:
-            need = min_chunk_length(nfft, settings.delta)
-            raise AudioError(f"no chunk has the {need} samples needed for one plot "
-                             f"({len(signal)} samples after trimming at {sample_rate} Hz)")
+        chunks, sample_rate, nfft = file_chunks(path, settings)
     except DeepSpectrumError as exc:
         return Segment(file_index, number, 1, [], None, error=str(exc))
     total = -(-len(chunks) // segment_size)
     selected = chunks[number * segment_size:(number + 1) * segment_size]
-    images = np.empty((len(selected), settings.size, settings.size, 3), dtype=np.uint8)
     try:
-        for position, chunk in enumerate(selected):
-            matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
-                                     ylim=settings.ylim, delta=settings.delta,
-                                     nmel=settings.nmel)
-            images[position] = draw(matrix, sample_rate=sample_rate, nfft=nfft,
-                                    scale=settings.plot_scale, cmap=settings.cmap,
-                                    size=settings.size, ylim=settings.ylim)
-            _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
+        images = render_chunks(selected, sample_rate, nfft, settings, renderer=renderer,
+                               relative=relative, extra=extra)
     except DeepSpectrumError as exc:
         return Segment(file_index, number, total, [], None, error=str(exc))
     return Segment(file_index, number, total, [chunk.timestamp for chunk in selected], images,
