@@ -198,6 +198,12 @@ def image_features(files: Sequence[Path], extractor, *, batch_size: int,
             result.features = vector
         held -= len(batch)
 
+    def run_oldest() -> None:
+        """Run the batch that holds the oldest image still waiting."""
+        oldest = next(r for r in results if r.features is None and r.error is None)
+        run(next(shape for shape, batch in waiting.items()
+                 if any(result is oldest for result, _ in batch)))
+
     def finished() -> Iterator[ImageFeatures]:
         while results and (results[0].features is not None or results[0].error is not None):
             yield results.popleft()
@@ -215,12 +221,9 @@ def image_features(files: Sequence[Path], extractor, *, batch_size: int,
             if len(waiting[image.shape]) == batch_size:
                 run(image.shape)
             while held > limit:
-                oldest = next(r for r in results if r.features is None and r.error is None)
-                run(next(shape for shape, batch in waiting
-                         if any(r is oldest for r, _ in batch)))
+                run_oldest()
         yield from finished()
     while waiting:  # the rest, the batch of the oldest waiting image first
-        oldest = next(r for r in results if r.features is None and r.error is None)
-        run(next(shape for shape, batch in waiting if any(r is oldest for r, _ in batch)))
+        run_oldest()
         yield from finished()
     yield from finished()
