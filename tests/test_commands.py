@@ -115,9 +115,10 @@ def test_features_is_extract_ds_features(tmp_path, corpus, small_config, capsys)
     assert len((tmp_path / "b.csv").read_text().splitlines()) == 1 + len(CHUNK_IMAGES)
     capsys.readouterr()
     assert ds("features", *common, "-o", tmp_path / "c.csv", "-layer", "fc9") == 2
-    assert "layer 'fc9' is not in small.pb" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "layer 'fc9' is not in small.pb" in err and err.startswith("deepspectrum features: error")
     assert ds("features", "-h") == 0
-    assert "usage: extract_ds_features" in capsys.readouterr().out
+    assert "usage: deepspectrum features" in capsys.readouterr().out
     assert ds("features") == 2  # -i and -o are required
     assert "required" in capsys.readouterr().err
 

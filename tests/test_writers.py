@@ -87,7 +87,7 @@ def test_no_timestamps_and_no_labels(tmp_path):
 
 
 NASTY = ["with space.wav", "com,ma.wav", "it's.wav", 'say "hi".wav', "naïve_日本.wav",
-         "back\\slash%.wav"]
+         "back\\slash%.wav", "new\nline.wav", "tab\there.wav", "{brace}?.wav"]
 
 
 @pytest.mark.parametrize("suffix", [".arff", ".csv"])

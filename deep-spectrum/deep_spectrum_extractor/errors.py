@@ -28,3 +28,7 @@ class LabelError(DeepSpectrumError):
 
 class AudioError(DeepSpectrumError):
     """An audio file cannot be read or yields nothing to extract from."""
+
+
+class ImageError(DeepSpectrumError):
+    """An image file cannot be read or converted to RGB (image features)."""

@@ -98,6 +98,21 @@ class ExtractionReport:
                                   for path, reason in self.skipped]}
 
 
+def sidecar_path(output: Path) -> Path:
+    """``<output>.json``, beside the output."""
+    return output.with_name(output.name + ".json")
+
+
+def write_sidecar(output: Path, record: dict, report: ExtractionReport) -> Path:
+    """Write the sidecar: provenance and the files done and skipped (atomically)."""
+    path = sidecar_path(output)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps({"provenance": record, "summary": report.to_dict()}, indent=2)
+                   + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 class StopOnError(Exception):
     """Raised inside a job when ``stop_on_error`` is set and a file fails."""
 

@@ -101,6 +101,29 @@ class FrozenGraphExtractor:
         batch = np.asarray(images, dtype=np.float32)
         return self.session.run(self._output, {self._input: batch})
 
+    def layer_outputs(self, images: np.ndarray, layers: list[str] | None = None):
+        """Unflattened outputs of several layers, in graph order.
+
+        Parameters
+        ----------
+        images : np.ndarray [shape=(n, height, width, 3)]
+        layers : list of str, optional
+            Default: every layer of the graph.
+
+        Returns
+        -------
+        list of (str, np.ndarray)
+            ``(layer, output)`` ordered as the layers appear in the graph (input to output
+            for the bundled networks).
+        """
+        position = {op.name: number for number, op in enumerate(self.graph.get_operations())}
+        names = sorted(layers or self.layers,
+                       key=lambda layer: position[f"{IMPORT_PREFIX}/{layer}/{layer}"])
+        tensors = [self.graph.get_tensor_by_name(f"{IMPORT_PREFIX}/{layer}/{layer}:0")
+                   for layer in names]
+        outputs = self.session.run(tensors, {self._input: np.asarray(images, np.float32)})
+        return list(zip(names, outputs))
+
     def close(self) -> None:
         self.session.close()
 

@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     if argv and argv[0] == "features":
-        return _exit_status(lambda: extract_ds_features.main(argv[1:]))
+        return _exit_status(lambda: extract_ds_features.main(argv[1:],
+                                                             prog=f"{PROG} features"))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -186,13 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = f"{PROG} {args.command}"
     try:
-        return args.run(args)
+        with extract_ds_features.sigterm_raises():
+            return args.run(args)
     except DeepSpectrumError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, extract_ds_features.Terminated) as exc:
         print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, extract_ds_features.Terminated) else 130
 
 
 def _exit_status(function: Callable[[], int]) -> int:
@@ -412,7 +414,8 @@ def run_image_features(args: argparse.Namespace) -> int:
 
     from ..backend.extractor import FrozenGraphExtractor
     from ..backend.networks import resolve_model
-    from ..extraction import ExtractionReport, file_sha256, library_versions, provenance_comments
+    from ..extraction import (ExtractionReport, file_sha256, library_versions,
+                              provenance_comments, write_sidecar)
     from ..images.loading import find_image_files, image_features
     from ..output.writers import open_writer
 
@@ -466,7 +469,7 @@ def run_image_features(args: argparse.Namespace) -> int:
         return 1
     writer.commit()
     report.committed = True
-    extract_ds_features._write_sidecar(output, record, report)
+    write_sidecar(output, record, report)
     summary = (f"{name}: {report.rows} feature vectors from {len(report.done)} image(s) "
                f"written to {output} ({time.monotonic() - started:.1f} s)")
     if report.skipped:
@@ -599,22 +602,15 @@ def layer_sizes(model_path: Path, *, size: int = 227,
     """
     import numpy as np
 
-    from ..backend.convention import IMPORT_PREFIX, INPUT_NAME
     from ..backend.extractor import FrozenGraphExtractor, available_layers
 
     layers = available_layers(model_path)
     if not layers:
         return []
     with FrozenGraphExtractor(model_path, layers[0], gpu=gpu) as extractor:
-        graph = extractor.graph
-        position = {op.name: number for number, op in enumerate(graph.get_operations())}
-        layers.sort(key=lambda layer: position[f"{IMPORT_PREFIX}/{layer}/{layer}"])
-        outputs = extractor.session.run(
-            [graph.get_tensor_by_name(f"{IMPORT_PREFIX}/{layer}/{layer}:0") for layer in layers],
-            {graph.get_tensor_by_name(f"{IMPORT_PREFIX}/{INPUT_NAME}:0"):
-             np.zeros((1, size, size, 3), dtype=np.float32)})
+        outputs = extractor.layer_outputs(np.zeros((1, size, size, 3), dtype=np.float32))
     return [(layer, tuple(int(n) for n in output.shape[1:]), int(np.prod(output.shape[1:])))
-            for layer, output in zip(layers, outputs)]
+            for layer, output in outputs]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Importing this module does not import TensorFlow, so ``-h`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -47,10 +48,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The argument parser, with the original tool's option names and defaults."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Extract deep spectrum features from wav files: each chunk "
+        prog=prog, description="Extract deep spectrum features from wav files: each chunk "
         "is plotted as a spectrogram, mel spectrogram or chromagram and fed to an "
         "ImageNet-pretrained CNN; the activations of one layer are the features.")
     required = parser.add_argument_group("required options")
@@ -145,23 +146,37 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate) \
-        if threading.current_thread() is threading.main_thread() else None
+@contextlib.contextmanager
+def sigterm_raises():
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run(args)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
+    """Run the command; returns the exit status.
+
+    ``prog`` names the command in usage and messages (``deepspectrum features`` runs
+    this same command under its own name).
+    """
+    args = build_parser(prog).parse_args(argv)
+    args.prog = prog
+    try:
+        with sigterm_raises():
+            return run(args)
     except DeepSpectrumError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as exc:
-        print(f"{PROG}: interrupted; {args.o} not written (run again with --resume to "
+        print(f"{prog}: interrupted; {args.o} not written (run again with --resume to "
               "continue where it stopped)", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def settings_from_args(args: argparse.Namespace, config) -> FeatureSettings:
@@ -200,10 +215,12 @@ def labels_from_args(args: argparse.Namespace, settings: FeatureSettings, files:
 
 def run(args: argparse.Namespace) -> int:
     """Everything after parsing: validate, extract, write, report."""
+    prog = getattr(args, "prog", PROG)
     from tqdm import tqdm
 
     from ..audio import find_audio_files
-    from ..extraction import StopOnError, extract_to_file, provenance
+    from ..extraction import (StopOnError, extract_to_file, provenance, sidecar_path,
+                              write_sidecar)
     from ..pipeline import ExtraOutput
 
     started = time.monotonic()
@@ -228,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
 
     entry = config.net(settings.net)
     if not entry.path.exists():
-        print(f"{PROG}: {entry.path} does not exist yet; building it if {entry.name} can be "
+        print(f"{prog}: {entry.path} does not exist yet; building it if {entry.name} can be "
               "built offline", file=sys.stderr)
     _entry, model_path = resolve_model(config, settings.net)
     extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
@@ -242,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         def on_file(result):
             bar.update()
             if not result.ok:
-                tqdm.write(f"{PROG}: skipped {result.path}: {result.error}", file=sys.stderr)
+                tqdm.write(f"{prog}: skipped {result.path}: {result.error}", file=sys.stderr)
 
         try:
             report = extract_to_file(
@@ -251,44 +268,29 @@ def run(args: argparse.Namespace) -> int:
                 extra=extra, resume=args.resume, stop_on_error=args.stop_on_error,
                 on_file=on_file)
         except StopOnError as stop:
-            print(f"{PROG}: stopped at the first bad file ({stop.path}: {stop.reason}); "
+            print(f"{prog}: stopped at the first bad file ({stop.path}: {stop.reason}); "
                   f"{output} not written", file=sys.stderr)
             return 1
         finally:
             extractor.close()
         if report.resumed_files:
-            bar.write(f"{PROG}: resumed; {report.resumed_files} file(s) were done before",
+            bar.write(f"{prog}: resumed; {report.resumed_files} file(s) were done before",
                       file=sys.stderr)
-    _write_sidecar(output, record, report)
+    write_sidecar(output, record, report)
     elapsed = time.monotonic() - started
     if not report.committed:
-        print(f"{PROG}: no features extracted from {len(files)} file(s); {output} not written",
+        print(f"{prog}: no features extracted from {len(files)} file(s); {output} not written",
               file=sys.stderr)
         return 1
-    summary = (f"{PROG}: {report.rows} feature vectors from {len(report.done)} file(s) "
+    summary = (f"{prog}: {report.rows} feature vectors from {len(report.done)} file(s) "
                f"written to {output} ({elapsed:.1f} s)")
     if report.skipped:
         summary += (f"; {len(report.skipped)} file(s) skipped: "
                     + ", ".join(str(path) for path, _ in report.skipped[:10])
                     + (" ..." if len(report.skipped) > 10 else "")
-                    + f" (all listed in {_sidecar_path(output)})")
+                    + f" (all listed in {sidecar_path(output)})")
     print(summary, file=sys.stderr)
     return 1 if report.skipped else 0
-
-
-def _sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name + ".json")
-
-
-def _write_sidecar(output: Path, record: dict, report) -> None:
-    """``<output>.json``: provenance and the list of files done and skipped."""
-    import json
-
-    path = _sidecar_path(output)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps({"provenance": record, "summary": report.to_dict()}, indent=2)
-                   + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -25,15 +25,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import DeepSpectrumError
+from ..errors import ImageError
 
 #: Extensions searched for in an input folder (compared case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-class ImageError(DeepSpectrumError):
-    """An image file cannot be read or converted to RGB."""
 
 
 def find_image_files(path: str | os.PathLike) -> list[Path]:

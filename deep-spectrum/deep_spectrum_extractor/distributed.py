@@ -1,0 +1,547 @@
+"""Extraction on a Dask cluster, with the bytes of a single-machine run.
+
+:func:`extract_distributed` yields the same :class:`~deep_spectrum_extractor.pipeline.FileFeatures`
+as :func:`~deep_spectrum_extractor.pipeline.extract_features`, in input order, but the
+reading, plotting and the network run on the workers of a ``dask.distributed`` cluster:
+a local one, one started by ``dask-scheduler``/``dask-worker`` on a few machines, one on
+SLURM, PBS or SGE through ``dask-jobqueue``, or on Kubernetes through ``dask-kubernetes``
+(anything a ``distributed.Client`` can connect to).
+
+The network gives an image slightly different float32 results depending on its batch,
+so the run reproduces the single machine's batches exactly (see
+:mod:`~deep_spectrum_extractor.sharding`): a counting pass (read and chunk every file,
+itself spread over the workers) gives every chunk its position in the run, and each task
+then plots and extracts a contiguous range of whole batches.  Every worker process loads
+the network once and keeps it (:func:`worker_extractor`).
+
+The client keeps a bounded window of tasks in flight and yields every file as soon as
+its rows are complete, so memory stays flat on any corpus.  Tasks are pure: a worker
+that dies (killed, out of memory, a lost node) has its tasks run again elsewhere by the
+scheduler, and the output is still complete and identical.  A task is given up, with a
+:class:`DistributedError`, after ``distributed.scheduler.allowed-failures`` (a
+scheduler setting, default 3) workers died running it.  A chunk that cannot be plotted
+makes the run re-plan the batches after it exactly as the single-machine pipeline
+shifts them, and its file is reported as skipped with the pipeline's reason.
+
+The model reaches the workers in one of two ways:
+
+- **by path**, when every worker sees the same file (a shared filesystem): each worker
+  checks its SHA-256 against the client's once;
+- **sent once** (``ship_model=True``), when the workers cannot see the path: the bytes
+  are registered with the scheduler as a worker plugin (:class:`ModelFilePlugin`), which
+  writes them to a file in each worker's local directory, including workers that join
+  or restart later.
+
+``ship_model=None`` (the default) sends the model unless every connected worker already
+has an identical file at the path.
+
+Examples
+--------
+On a laptop::
+
+    >>> from distributed import LocalCluster                                 # doctest: +SKIP
+    >>> with LocalCluster(n_workers=4, threads_per_worker=1) as cluster:     # doctest: +SKIP
+    ...     for result in extract_distributed(files, settings, "AlexNet.pb",
+    ...                                       scheduler=cluster):
+    ...         print(result.path, None if result.features is None else result.features.shape)
+
+On SLURM with ``dask-jobqueue`` (one single-threaded worker per job)::
+
+    >>> from dask_jobqueue import SLURMCluster                               # doctest: +SKIP
+    >>> cluster = SLURMCluster(cores=1, processes=1, memory="8GB")           # doctest: +SKIP
+    >>> cluster.scale(jobs=32)                                               # doctest: +SKIP
+    >>> results = extract_distributed(files, settings, model, scheduler=cluster)  # doctest: +SKIP
+
+With a running scheduler: ``scheduler="tcp://10.0.0.5:8786"`` or the path of a
+scheduler file (``dask-scheduler --scheduler-file sched.json``).
+"""
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from distributed import Client, KilledWorker, WorkerPlugin
+
+from .errors import DeepSpectrumError, ModelError, ParameterError
+from .pipeline import ExtraOutput, FileFeatures
+from .settings import FeatureSettings, RunOptions
+from .sharding import (Layout, RenderedRange, RangeJob, attach_features, display_path,
+                       make_job, render_range, run_network, survey_files)
+
+#: Inputs counted per task of the counting pass.
+COUNT_GROUP = 16
+#: How often a task whose worker raised an exception is tried again (worker deaths are
+#: counted apart, by the scheduler's ``allowed-failures``).
+RETRIES = 2
+
+
+class DistributedError(DeepSpectrumError):
+    """The cluster cannot be reached or cannot finish the run."""
+
+
+# --- the worker side ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The network as a task names it: a path, its SHA-256, the layer and the device."""
+
+    path: str
+    sha256: str
+    layer: str
+    gpu: bool = True
+    threads: int | None = None
+    shipped: bool = False
+
+
+_EXTRACTORS: dict[tuple, object] = {}          # one loaded network per model, per process
+_MODEL_FILES: dict[str, Path] = {}             # sha256 -> file written by ModelFilePlugin
+_VERIFIED: set[tuple] = set()                  # (path, size, mtime, sha256) checked here
+_LOCK = threading.Lock()
+
+
+class ModelFilePlugin(WorkerPlugin):
+    """Puts a model file on every worker, present and future.
+
+    Registered once with the scheduler, it is run by each worker as it starts (also one
+    that joins or is restarted later) and writes the bytes to the worker's local
+    directory, where :func:`worker_extractor` finds them by their SHA-256.
+
+    Parameters
+    ----------
+    data : bytes
+        The ``.pb`` file.
+    sha256 : str
+        Its SHA-256 (hex).
+    filename : str
+        The model file's name (kept for error messages).
+    """
+
+    idempotent = True
+
+    def __init__(self, data: bytes, sha256: str, filename: str):
+        self.data = data
+        self.sha256 = sha256
+        self.filename = filename
+        self.name = f"deep-spectrum-model-{sha256[:16]}"
+
+    def setup(self, worker) -> None:
+        folder = Path(worker.local_directory) / "deep-spectrum-models"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{self.sha256[:16]}-{Path(self.filename).name}"
+        if not (target.is_file() and target.stat().st_size == len(self.data)):
+            partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+            partial.write_bytes(self.data)
+            os.replace(partial, target)
+        with _LOCK:
+            _MODEL_FILES[self.sha256] = target
+
+
+def _file_sha256(path: Path) -> str:
+    from .extraction import file_sha256
+
+    return file_sha256(path)
+
+
+def has_model(path: str, sha256: str) -> bool:
+    """Whether this machine has the model file at ``path`` with this SHA-256."""
+    path = Path(path)
+    try:
+        return path.is_file() and _checked(path, sha256)
+    except OSError:
+        return False
+
+
+def _checked(path: Path, sha256: str) -> bool:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, sha256)
+    if key not in _VERIFIED:
+        if _file_sha256(path) != sha256:
+            return False
+        _VERIFIED.add(key)
+    return True
+
+
+def _local_model_file(model: ModelRef) -> Path:
+    if model.shipped:
+        path = _MODEL_FILES.get(model.sha256)
+        if path is None or not path.is_file():
+            raise ModelError(f"{Path(model.path).name} was to be sent to worker "
+                             f"{socket.gethostname()} but has not arrived there")
+        return path
+    path = Path(model.path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist on worker {socket.gethostname()};"
+                         " put it on a filesystem every worker sees, or send it with "
+                         "ship_model=True")
+    if not _checked(path, model.sha256):
+        raise ModelError(f"model file {path} on worker {socket.gethostname()} differs from "
+                         f"the client's (SHA-256 {model.sha256[:12]}...); give the workers the "
+                         "same file or send it with ship_model=True")
+    return path
+
+
+def worker_extractor(model: ModelRef):
+    """The network of ``model`` in this process, loaded on first use and kept.
+
+    Keyed by path, SHA-256, layer and device options, so a worker serves several runs
+    and models without loading any of them twice.
+    """
+    from .backend.extractor import FrozenGraphExtractor
+
+    key = (model.path, model.sha256, model.layer, model.gpu, model.threads, model.shipped)
+    with _LOCK:
+        extractor = _EXTRACTORS.get(key)
+    if extractor is None:
+        with _LOCK:  # one load at a time; a second thread then finds it loaded
+            extractor = _EXTRACTORS.get(key)
+            if extractor is None:
+                extractor = FrozenGraphExtractor(_local_model_file(model), model.layer,
+                                                 gpu=model.gpu, threads=model.threads)
+                _EXTRACTORS[key] = extractor
+    return extractor
+
+
+def extract_range(job: RangeJob, model: ModelRef) -> RenderedRange:
+    """One task: plot the positions of ``job`` and run them through the network.
+
+    Returns the rows with their features (no images), or the failures if a segment
+    could not be read or plotted (then nothing is computed).
+    """
+    rendered = render_range(job)
+    if rendered.failures:
+        return rendered
+    features = run_network(worker_extractor(model), rendered.images,
+                           batch_size=job.batch_size, blanks=job.blanks)
+    attach_features(rendered, features)
+    rendered.images = None
+    return rendered
+
+
+# --- the client side ------------------------------------------------------------------------
+
+def _connect(scheduler, timeout: float | None) -> tuple[Client, bool]:
+    """A client for ``scheduler`` and whether this module owns (and closes) it."""
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    options = {"set_as_default": False}
+    if timeout is not None:
+        options["timeout"] = timeout
+    try:
+        if hasattr(scheduler, "scheduler_address"):  # a cluster object
+            return Client(scheduler, **options), True
+        text = os.fspath(scheduler)
+        if text.endswith(".json") and Path(text).is_file():
+            return Client(scheduler_file=text, **options), True
+        return Client(text, **options), True
+    except (OSError, TimeoutError) as exc:
+        raise DistributedError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+
+
+def _model_ref(client: Client, model_path: Path, sha256: str, layer: str, *, gpu: bool,
+               threads: int | None, ship_model: bool | None) -> ModelRef:
+    path = str(model_path)
+    if ship_model is None:
+        seen = client.run(has_model, path, sha256)
+        ship_model = not seen or not all(seen.values())
+    if ship_model:
+        client.register_plugin(ModelFilePlugin(model_path.read_bytes(), sha256,
+                                               model_path.name))
+    return ModelRef(path, sha256, layer, gpu, threads, bool(ship_model))
+
+
+class _Run:
+    """The client's loop: count, plan ranges, collect rows, yield files in order."""
+
+    def __init__(self, client: Client, files: list, settings: FeatureSettings,
+                 options: RunOptions, model: ModelRef, *, root, extra, align: int,
+                 batches_per_task: int, window: int | None, timeout: float | None):
+        self.client = client
+        self.files = files
+        self.settings = settings
+        self.options = options
+        self.model = model
+        self.root = root
+        self.extra = extra
+        self.timeout = timeout
+        self.span = batches_per_task * options.batch_size
+        self.fixed_window = window
+        self.window_checked = -1e9
+        self.window = window or 4
+        self.layout = Layout(options.batch_size, align)
+        self.token = uuid.uuid4().hex[:12]
+        self.counting: collections.deque = collections.deque()   # count futures, in order
+        self.next_count = 0                   # first input not yet sent for counting
+        self.pending: collections.deque = collections.deque()    # (begin, end, future)
+        self.cursor = 0                       # first position not yet planned
+        self.confirmed = 0                    # positions whose rows are all in hand
+        self.rows: dict[int, list] = {}       # rows of inputs not yet yielded
+        self.next_yield = 0
+        self.yielded_end = 0                  # end of the last batch of a yielded input
+        self.serial = 0
+
+    # the counting pass
+    def _submit_counts(self) -> None:
+        while len(self.counting) < self.window and self.next_count < len(self.files):
+            group = self.files[self.next_count:self.next_count + COUNT_GROUP]
+            self.counting.append(self.client.submit(
+                survey_files, group, self.settings, self.options.renderer, pure=False,
+                key=f"deep-spectrum-count-{self.token}-{self.next_count}", priority=1,
+                retries=RETRIES))
+            self.next_count += len(group)
+
+    def _count_more(self) -> None:
+        self._submit_counts()
+        for count, error in self._result(self.counting.popleft()):
+            self.layout.add(count, error)
+        self._submit_counts()
+
+    @property
+    def counted_all(self) -> bool:
+        return len(self.layout) == len(self.files)
+
+    # planning ranges
+    def _update_window(self) -> None:
+        if self.fixed_window or time.monotonic() - self.window_checked < 10:
+            return
+        self.window_checked = time.monotonic()
+        threads = sum(self.client.nthreads().values())
+        self.window = max(4, 2 * threads)
+
+    def _plan(self) -> None:
+        self._update_window()
+        while len(self.pending) < self.window:
+            target = self.cursor + self.span
+            while self.layout.end < target and not self.counted_all:
+                self._count_more()
+            end = min(target, self.layout.end)
+            if end <= self.cursor:
+                return
+            job = make_job(self.layout, self.files, self.cursor, end, self.settings,
+                           self.options, root=self.root, extra=self.extra)
+            self.serial += 1
+            future = self.client.submit(extract_range, job, self.model, pure=False,
+                                        key=f"deep-spectrum-range-{self.token}-{self.serial}",
+                                        retries=RETRIES)
+            self.pending.append((self.cursor, end, future))
+            self.cursor = end
+
+    def _result(self, future):
+        try:
+            return future.result(timeout=self.timeout)
+        except KilledWorker as exc:
+            raise DistributedError(
+                f"the workers running task {future.key} died too often (killed, out of "
+                "memory ...); the scheduler gave it up after its allowed-failures") from exc
+        except TimeoutError as exc:
+            raise DistributedError(f"task {future.key} gave no result within "
+                                   f"{self.timeout} s") from exc
+
+    # collecting rows
+    def _commit(self, rendered: RenderedRange) -> None:
+        for rows in rendered.rows:
+            if rows.index >= self.next_yield:  # else redone work for an input already out
+                self.rows.setdefault(rows.index, []).append(rows)
+        self.confirmed = rendered.end
+
+    def _replan(self, failures) -> None:
+        """Drop the failed segments and plan everything after them again."""
+        size = self.layout.batch_size
+        changed = min(self.layout.drop(failure.index, failure.segment, whole=failure.whole,
+                                       error=failure.message) for failure in failures)
+        restart = min(changed // size * size, self.confirmed)
+        if restart < self.yielded_end:
+            name = display_path(self.files[failures[0].index])
+            raise DistributedError(f"{name} gave other results when read again; was it "
+                                   "changed during the run?")
+        self.client.cancel([future for _begin, _end, future in self.pending])
+        self.pending.clear()
+        for index in list(self.rows):
+            kept = []
+            for rows in self.rows[index]:
+                count = min(rows.stop - rows.start, restart - rows.position)
+                if count == rows.stop - rows.start:
+                    kept.append(rows)
+                elif count > 0:
+                    rows.stop = rows.start + count
+                    rows.timestamps = rows.timestamps[:count]
+                    rows.durations = rows.durations[:count]
+                    rows.features = rows.features[:count]
+                    kept.append(rows)
+            self.rows[index] = kept
+        self.cursor = self.confirmed = restart
+
+    def _result_of(self, index: int) -> FileFeatures:
+        path = display_path(self.files[index])
+        parts = self.rows.pop(index, [])
+        error = self.layout.errors[index]
+        if error is not None:
+            return FileFeatures(index, path, error=error)
+        if sum(rows.stop - rows.start for rows in parts) != self.layout.kept(index):
+            raise DistributedError(f"{path}: rows missing from the cluster's results")
+        return FileFeatures(index, path,
+                            timestamps=[stamp for rows in parts for stamp in rows.timestamps],
+                            features=np.concatenate([rows.features for rows in parts]),
+                            durations=[length for rows in parts for length in rows.durations])
+
+    def _ready(self) -> Iterator[FileFeatures]:
+        """Inputs whose rows are final: every batch they share is confirmed.
+
+        An input is final when the batches after its last one are confirmed too: a
+        segment starting in its last batch ends at most one batch later, and only the
+        failure of such a segment could still change that batch.
+        """
+        size = self.layout.batch_size
+        while self.next_yield < len(self.layout):
+            index = self.next_yield
+            kept = self.layout.kept(index)
+            if kept:
+                last = (self.layout.starts[index] + kept - 1) // size
+                needed = (last + 2) * size
+                if self.counted_all:
+                    needed = min(needed, self.layout.end)
+                if self.confirmed < needed:
+                    return
+                self.yielded_end = (last + 1) * size
+            self.next_yield += 1
+            yield self._result_of(index)
+
+    def __iter__(self) -> Iterator[FileFeatures]:
+        try:
+            while True:
+                self._plan()
+                yield from self._ready()
+                if not self.pending:
+                    if self.next_yield >= len(self.files):
+                        return
+                    raise DistributedError("the run stopped before every input was done")
+                _begin, _end, future = self.pending.popleft()
+                rendered = self._result(future)
+                if rendered.failures:
+                    self._replan(rendered.failures)
+                else:
+                    self._commit(rendered)
+        finally:
+            leftover = list(self.counting) + [future for _b, _e, future in self.pending]
+            if leftover:
+                self.client.cancel(leftover)
+
+
+def extract_distributed(files: list, settings: FeatureSettings, model_path: str | os.PathLike,
+                        options: RunOptions = RunOptions(), *, scheduler, gpu: bool = True,
+                        root: Path | None = None, extra: ExtraOutput = ExtraOutput(),
+                        align: int = 0, model_sha256: str | None = None,
+                        ship_model: bool | None = None, threads: int | None = None,
+                        batches_per_task: int = 1, window: int | None = None,
+                        timeout: float | None = None) -> Iterator[FileFeatures]:
+    """Features of every file computed on a Dask cluster, yielded in input order.
+
+    A drop-in for :func:`~deep_spectrum_extractor.pipeline.extract_features`: the same
+    results, byte for byte, including ``error`` for files that are skipped, so
+    :func:`~deep_spectrum_extractor.extraction.extract_to_file` can write them.
+
+    Parameters
+    ----------
+    files : list of Path or InMemoryAudio
+        Inputs, in output order; workers read paths themselves (a shared filesystem)
+        while in-memory signals travel with the tasks.
+    settings : FeatureSettings
+    model_path : path-like
+        The ``.pb`` model, as the client sees it (see ``ship_model``).
+    options : RunOptions
+        ``batch_size`` and ``renderer`` are used; ``processes`` is not (the cluster's
+        workers are the processes).
+    scheduler : str, path-like, distributed.Client or a cluster
+        A scheduler address (``tcp://host:8786``), a scheduler file (``.json``), a
+        client (left open) or a cluster object such as ``LocalCluster`` or
+        ``SLURMCluster`` (a client is opened and closed here).
+    gpu : bool
+        Workers use a GPU when TensorFlow sees one.
+    root : Path, optional
+        Input folder; side outputs keep the files' paths relative to it.
+    extra : ExtraOutput
+        Where workers write chunk plots and audio (a folder they all see).
+    align : int
+        Blank images before the first chunk, as for ``extract_features`` (a resumed run).
+    model_sha256 : str, optional
+        The model's SHA-256 if known (else computed from ``model_path``).
+    ship_model : bool or None
+        True: send the model's bytes to the workers once; False: workers load it from
+        ``model_path`` (shared filesystem); None: send it unless every connected worker
+        has an identical file there.
+    threads : int, optional
+        TensorFlow threads per worker process (None: TensorFlow's default).
+    batches_per_task : int
+        Batches per task; more means fewer, longer tasks.
+    window : int, optional
+        Tasks in flight at most (None: twice the cluster's threads, at least 4,
+        checked every 10 s as workers come and go).
+    timeout : float, optional
+        Seconds to wait for any one task's result (None: no limit).
+
+    Yields
+    ------
+    FileFeatures
+
+    Raises
+    ------
+    DistributedError
+        The scheduler cannot be reached, a task waited longer than ``timeout`` or
+        killed too many workers.
+    ModelError
+        The workers cannot load the model or the layer.
+    """
+    if isinstance(batches_per_task, bool) or not isinstance(batches_per_task, int) \
+            or batches_per_task < 1:
+        raise ParameterError(f"batches_per_task={batches_per_task!r} must be a positive integer")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ParameterError(f"window={window!r} must be a positive integer")
+    if not 0 <= align < options.batch_size:
+        raise ParameterError(f"align={align} must be at least 0 and below -batch_size "
+                             f"{options.batch_size}")
+    model_path = Path(model_path)
+    if (model_sha256 is None or ship_model) and not model_path.is_file():
+        raise ModelError(f"model file {model_path} does not exist")
+    sha256 = model_sha256 or _file_sha256(model_path)
+    return _iterate(list(files), settings, options, model_path, sha256, scheduler=scheduler,
+                    gpu=gpu, root=root, extra=extra, align=align, ship_model=ship_model,
+                    threads=threads, batches_per_task=batches_per_task, window=window,
+                    timeout=timeout)
+
+
+def _iterate(files, settings, options, model_path, sha256, *, scheduler, gpu, root, extra,
+             align, ship_model, threads, batches_per_task, window,
+             timeout) -> Iterator[FileFeatures]:
+    client, owned = _connect(scheduler, timeout)
+    try:
+        model = _model_ref(client, model_path, sha256, settings.layer, gpu=gpu,
+                           threads=threads, ship_model=ship_model)
+        yield from _Run(client, files, settings, options, model, root=root, extra=extra,
+                        align=align, batches_per_task=batches_per_task, window=window,
+                        timeout=timeout)
+    finally:
+        if owned:
+            client.close()
+
+
+def distributed_source(scheduler, model_path: str | os.PathLike, **keywords) -> Callable:
+    """:func:`extract_distributed` with the signature of ``extract_features``.
+
+    For code that takes the pipeline function as a parameter, such as
+    ``extract_to_file(..., source=distributed_source(address, model_path))``; the
+    ``extractor`` argument is ignored (the workers load the network).  ``keywords`` are
+    passed on (``gpu``, ``model_sha256``, ``ship_model``, ``timeout`` ...).
+    """
+    def source(files, settings, extractor=None, options: RunOptions = RunOptions(), *,
+               root=None, extra: ExtraOutput = ExtraOutput(), align: int = 0):
+        return extract_distributed(files, settings, model_path, options, scheduler=scheduler,
+                                   root=root, extra=extra, align=align, **keywords)
+
+    return source
