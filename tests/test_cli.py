@@ -402,3 +402,13 @@ def test_ylim_leaving_too_few_rows_skips_with_a_reason(tmp_path, corpus, small_c
     assert code == 1 and not out.exists()
     assert "-ylim=200 keeps 0 frequency row(s) at 16000 Hz with nfft 64" in err
     assert "no features extracted from 2 file(s)" in err
+
+
+def test_label_rows_for_unknown_files_are_warned_about(tmp_path, corpus, small_config, capsys):
+    names = sorted(p.name for p in corpus.rglob("*.wav"))
+    label_file = tmp_path / "labels.csv"
+    label_file.write_text("file,class\n" + "".join(f"{n},a\n" for n in names) + "extra.wav,b\n")
+    code, err = run(["-i", corpus, "-o", tmp_path / "f.arff", "-l", label_file, "-net",
+                     "small", "-config", small_config], capsys)
+    assert code == 0
+    assert f"warning: 1 row(s) of {label_file} name no input file (line 6: extra.wav)" in err

@@ -88,3 +88,11 @@ def test_bad_time_continuous_file(tmp_path):
     path.write_text("file,time,v\nx.wav,zero,1\n")
     with pytest.raises(LabelError, match="line 2: timestamp 'zero' is not a number"):
         read_label_file(path, time_continuous=True)
+
+
+def test_rows_naming_no_input_file_are_reported_with_their_line(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_text("file,class\nx.wav,a\nghost.wav,b\ny.wav,a\nz.wav,b\nphantom.wav,a\n")
+    labels = read_label_file(path)
+    labels.check(FILES)
+    assert labels.unknown(FILES) == ["line 3: ghost.wav", "line 6: phantom.wav"]

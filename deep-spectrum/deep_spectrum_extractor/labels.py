@@ -34,9 +34,11 @@ class Labels:
     """Label values for every input file (and timestamp, when time-continuous)."""
 
     def __init__(self, attributes: list[LabelAttribute], by_file: dict, *,
-                 time_continuous: bool = False, source: str = "", by_path: bool = False):
+                 time_continuous: bool = False, source: str = "", by_path: bool = False,
+                 lines: dict[str, int] | None = None):
         self.attributes = attributes
         self._by_file = by_file
+        self._lines = lines or {}  # label-file line of each name
         self.time_continuous = time_continuous
         self.source = source
         self._by_path = by_path  # keyed by full path (folder labels), else by file name
@@ -51,6 +53,12 @@ class Labels:
             shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
             raise LabelError(f"no labels{' in ' + self.source if self.source else ''} for "
                              f"{len(missing)} file(s): {shown}")
+
+    def unknown(self, files: list[Path]) -> list[str]:
+        """Label-file rows that name no input file, as ``"line N: name"`` texts."""
+        known = {self._key(path) for path in files}
+        return [f"line {self._lines.get(name, '?')}: {name}"
+                for name in self._by_file if name not in known]
 
     def row(self, path: Path, timestamp: Decimal | None) -> list[str]:
         """Label values of the row of ``path`` at ``timestamp``."""
@@ -109,6 +117,7 @@ def read_label_file(path: str | os.PathLike, *, time_continuous: bool = False) -
         raise LabelError(f"label file {path}: the header {rows[0]!r} needs columns for {need}")
     names = header[first_label:]
     by_file: dict[str, object] = {}
+    lines: dict[str, int] = {}
     columns: list[list[str]] = [[] for _ in names]
     for number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -117,6 +126,7 @@ def read_label_file(path: str | os.PathLike, *, time_continuous: bool = False) -
             raise LabelError(f"label file {path}, line {number}: {len(row)} columns, "
                              f"the header has {len(header)}")
         name, values = row[0].strip(), [cell.strip() for cell in row[first_label:]]
+        lines.setdefault(name, number)
         if time_continuous:
             try:
                 timestamp = Decimal(row[1].strip())
@@ -138,7 +148,8 @@ def read_label_file(path: str | os.PathLike, *, time_continuous: bool = False) -
     attributes = [LabelAttribute(name, None if column and all(map(_is_number, column))
                                  else tuple(sorted(set(column))))
                   for name, column in zip(names, columns)]
-    return Labels(attributes, by_file, time_continuous=time_continuous, source=str(path))
+    return Labels(attributes, by_file, time_continuous=time_continuous, source=str(path),
+                  lines=lines)
 
 
 def _is_number(text: str) -> bool:

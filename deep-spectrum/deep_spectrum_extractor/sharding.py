@@ -722,7 +722,7 @@ def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings,
         "output": output.suffix.lower().lstrip("."), "fingerprint": fingerprint,
         "positions": [begin, end], "header_bytes": header, "rows": report.rows,
         "size": report.path.stat().st_size, "sha256": _file_sha256(report.path),
-        "files_done": len(report.done),
+        "files_done": [str(path) for path in report.done],
         "files_skipped": [{"file": str(path), "reason": reason}
                           for path, reason in report.skipped]}
     target = record_path(report.path)
@@ -742,7 +742,7 @@ class MergeReport:
     shards: int
     rows: int
     files_done: int
-    skipped: list[dict]
+    skipped: list[tuple[Path, str]]
 
 
 def _read_record(path: Path) -> dict:
@@ -806,6 +806,8 @@ def merge_shards(shard_paths: Iterable[str | os.PathLike],
         or number of shards than the others, a shard file changed since it was written,
         or no shard holds a row.
     """
+    from .extraction import ExtractionReport, write_sidecar
+
     paths = [Path(path) for path in shard_paths]
     output = Path(output)
     if not paths:
@@ -874,16 +876,13 @@ def merge_shards(shard_paths: Iterable[str | os.PathLike],
                     target.write(block)
             written = True
     os.replace(partial, output)
-    skipped = [entry for _path, record in ordered for entry in record["files_skipped"]]
-    done = sum(record["files_done"] for _path, record in ordered)
-    sidecar = output.with_name(output.name + ".json")
-    summary = {"output": output.name, "rows": rows, "files_done": done,
-               "files_skipped": skipped}
-    partial = sidecar.with_name(f".{sidecar.name}.part")
-    partial.write_text(json.dumps({"provenance": first["fingerprint"]["provenance"],
-                                   "summary": summary}, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, sidecar)
-    return MergeReport(output, count, rows, done, skipped)
+    summary = ExtractionReport(output, rows=rows, committed=True)
+    for _path, record in ordered:
+        summary.done += [Path(path) for path in record["files_done"]]
+        summary.skipped += [(Path(entry["file"]), entry["reason"])
+                            for entry in record["files_skipped"]]
+    write_sidecar(output, first["fingerprint"]["provenance"], summary)
+    return MergeReport(output, count, rows, len(summary.done), summary.skipped)
 
 
 def build_merge_parser() -> argparse.ArgumentParser:

@@ -232,6 +232,12 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise ParameterError(f"no audio files found in {args.i}")
     labels = labels_from_args(args, settings, files)
+    if labels is not None and args.l:
+        unknown = labels.unknown(files)
+        if unknown:
+            shown = "; ".join(unknown[:5]) + (f"; and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            print(f"{prog}: warning: {len(unknown)} row(s) of {args.l} name no input file "
+                  f"({shown})", file=sys.stderr)
     output = Path(args.o)
     if output.is_dir():
         raise ParameterError(f"-o {output} is a directory; give a file name")
