@@ -5,6 +5,12 @@ the network.  Work is shipped in *segments* (up to ``batch_size`` chunks of one 
 so a long recording never has to be held as images all at once, and at most
 ``2 * processes`` segments are in flight, so memory stays flat however large the
 corpus is.  Results are consumed strictly in input order.
+
+Batches are cut from the sequence of all chunks of all files in order: chunk ``g`` sits
+at position ``g % batch_size`` of batch ``g // batch_size``.  The network's float32
+results depend (in the last bits) on an image's position and on the batch's shape, so
+every way of running a job -- resumed, sharded or distributed -- rebuilds exactly these
+batches to write exactly the same bytes.
 """
 from __future__ import annotations
 
