@@ -125,7 +125,8 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
                     options: RunOptions, *, record: dict, labels=None, timestamps: bool,
                     root: Path | None = None, extra: ExtraOutput = ExtraOutput(),
                     resume: bool = False, stop_on_error: bool = False,
-                    on_file: Callable[[FileFeatures], None] | None = None) -> ExtractionReport:
+                    on_file: Callable[[FileFeatures], None] | None = None,
+                    executor=None) -> ExtractionReport:
     """Extract features of ``files`` into ``output``; see the module docstring.
 
     The output is committed only when every file has been handled and at least one row
@@ -175,7 +176,7 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
             background = _WriterThread(writer, log, todo_keys)
             try:
                 for result in extract_features(todo, settings, extractor, options, root=root,
-                                               extra=extra, align=align):
+                                               extra=extra, align=align, executor=executor):
                     if result.ok:
                         rows = ([labels.row(result.path, ts) for ts in result.timestamps]
                                 if labels else None)

@@ -198,10 +198,27 @@ class _InlineExecutor:
 
 
 def _init_worker() -> None:
-    """One BLAS thread per worker: the workers run side by side with TensorFlow."""
+    """One BLAS thread per worker (they run beside TensorFlow); load the heavy modules."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    import librosa  # noqa: F401  (imported now, while the network loads, not on the first file)
+    import soundfile  # noqa: F401
+
+    from .images import render  # noqa: F401
+
+
+def start_workers(processes: int):
+    """Start the reading and plotting processes now (they import librosa meanwhile).
+
+    Pass the result to :func:`extract_features` (``executor=``) to overlap the workers'
+    start-up with loading the network; it is shut down when the extraction ends.
+    """
+    executor = _executor(processes)
+    if isinstance(executor, concurrent.futures.ProcessPoolExecutor):
+        for _ in range(processes):
+            executor.submit(os.getpid)  # makes the pool start every worker now
+    return executor
 
 
 def _executor(processes: int):
@@ -214,11 +231,12 @@ def _executor(processes: int):
 
 
 def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSettings,
-                       options: RunOptions, extra: ExtraOutput) -> Iterator[Segment]:
+                       options: RunOptions, extra: ExtraOutput,
+                       executor=None) -> Iterator[Segment]:
     """Segments of all files, in order, with a bounded number in flight."""
     segment_size = options.batch_size
     limit = 2 * options.processes
-    executor = _executor(options.processes)
+    executor = executor or _executor(options.processes)
     pending: collections.deque = collections.deque()  # [(file_index, number), future|None]
     next_file = 0
 
@@ -287,7 +305,8 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
 
 def extract_features(files: list[Path], settings: FeatureSettings, extractor,
                      options: RunOptions = RunOptions(), *, root: Path | None = None,
-                     extra: ExtraOutput = ExtraOutput(), align: int = 0) -> Iterator[FileFeatures]:
+                     extra: ExtraOutput = ExtraOutput(), align: int = 0,
+                     executor=None) -> Iterator[FileFeatures]:
     """Features of every file, yielded one file at a time in input order.
 
     Parameters
@@ -305,6 +324,8 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
         Blank images put before the first chunk in the first batch (their features are
         dropped), so that a resumed run feeds every chunk at the batch position it had
         in an uninterrupted run.
+    executor : optional
+        Worker processes from :func:`start_workers`; by default they are started here.
 
     Yields
     ------
@@ -357,7 +378,7 @@ def extract_features(files: list[Path], settings: FeatureSettings, extractor,
             done_upto += 1
             yield result
 
-    for segment in _rendered_segments(files, root, settings, options, extra):
+    for segment in _rendered_segments(files, root, settings, options, extra, executor):
         index = segment.file_index
         if index not in open_files:
             source = files[index]

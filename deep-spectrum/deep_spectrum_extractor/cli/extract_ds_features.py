@@ -248,14 +248,20 @@ def run(args: argparse.Namespace) -> int:
 
     from ..backend.extractor import FrozenGraphExtractor
     from ..backend.networks import resolve_model
+    from ..pipeline import start_workers
 
     entry = config.net(settings.net)
     if not entry.path.exists():
         print(f"{prog}: {entry.path} does not exist yet; building it if {entry.name} can be "
               "built offline", file=sys.stderr)
-    _entry, model_path = resolve_model(config, settings.net)
-    extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
-    record = provenance(settings, options, model_path)
+    workers = start_workers(options.processes)  # they start while the network loads
+    try:
+        _entry, model_path = resolve_model(config, settings.net)
+        extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
+        record = provenance(settings, options, model_path)
+    except BaseException:
+        workers.shutdown(wait=False, cancel_futures=True)
+        raise
     root = Path(args.i) if Path(args.i).is_dir() else None
     extra = ExtraOutput(Path(args.specout) if args.specout else None,
                         Path(args.wavout) if args.wavout else None)
@@ -272,13 +278,14 @@ def run(args: argparse.Namespace) -> int:
                 files, output, settings, extractor, options, record=record, labels=labels,
                 timestamps=settings.chunked and not args.no_timestamps, root=root,
                 extra=extra, resume=args.resume, stop_on_error=args.stop_on_error,
-                on_file=on_file)
+                on_file=on_file, executor=workers)
         except StopOnError as stop:
             print(f"{prog}: stopped at the first bad file ({stop.path}: {stop.reason}); "
                   f"{output} not written", file=sys.stderr)
             return 1
         finally:
             extractor.close()
+            workers.shutdown(wait=False, cancel_futures=True)  # already done unless it failed
         if report.resumed_files:
             bar.write(f"{prog}: resumed; {report.resumed_files} file(s) were done before",
                       file=sys.stderr)
