@@ -69,3 +69,17 @@ def test_bad_configs_name_the_problem(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_config(path)
+
+
+def test_keras_networks_in_deep_conf_match_the_exporter(tmp_path, monkeypatch):
+    """deep.conf's Keras entries and default layers agree with convert-models' table."""
+    import keras_export
+
+    config = load_config(DEFAULT_CONFIG_PATH)
+    for name, network in keras_export.NETWORKS.items():
+        entry = config.net(name)
+        assert entry.default_layer == network.default_layer, name
+        assert entry.path.name == f"{name}.pb"
+    monkeypatch.setenv("DEEP_SPECTRUM_CACHE", str(tmp_path))
+    with pytest.raises(ModelError, match="export_keras.py resnet50 -o .*resnet50.pb"):
+        resolve_model(load_config(DEFAULT_CONFIG_PATH), "resnet50")
