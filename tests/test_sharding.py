@@ -129,7 +129,7 @@ def test_slurm_array_shards_merge_into_the_single_run_csv(shard_corpus, small_co
     for task in (1, 2, 3):   # sbatch --array=1-3
         environ = {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "3",
                    "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "3"}
-        number, count = resolve_shard(None, environ)
+        number, count = resolve_shard("slurm", environ)
         assert (number, count) == (task, 3)
         report = shard(job, session_extractor, number, count,
                        processes=2 if task == 2 else None)
@@ -232,8 +232,11 @@ def test_shard_numbers_and_slurm_variables():
         shard_from_environment({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "3"})
     with pytest.raises(ParameterError, match="SLURM_ARRAY_TASK_COUNT is not"):
         shard_from_environment({"SLURM_ARRAY_TASK_ID": "3"})
-    assert resolve_shard("2/5", {"SLURM_ARRAY_TASK_ID": "0",
-                                 "SLURM_ARRAY_TASK_COUNT": "1"}) == (2, 5)
+    array = {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "1"}
+    assert resolve_shard("2/5", array) == (2, 5)
+    assert resolve_shard(None, array) is None   # never split a run without being asked
+    with pytest.raises(ParameterError, match="not a SLURM array job"):
+        resolve_shard("slurm", {})
 
 
 def test_layout_positions_follow_the_single_run():
@@ -252,3 +255,26 @@ def test_layout_positions_follow_the_single_run():
         [(2, 1, 5, 10), (2, 10, 12, 14), (3, 0, 3, 16)]
     assert layout.drop(3, 0, whole=True, error="odd") == 16
     assert layout.end == 16 and layout.errors == [None, "bad", "cannot plot", "odd"]
+
+
+def test_command_line_shards_and_merge_equal_the_single_run(tmp_path, small_config):
+    """extract_ds_features -shard i/N three times, then ds_merge_shards."""
+    from conftest import tone, write_wav
+    from deep_spectrum_extractor.cli.extract_ds_features import main
+    from deep_spectrum_extractor.sharding import main as merge_main
+
+    corpus = tmp_path / "in"
+    for number, seconds in enumerate((1.2, 0.7, 2.1, 1.6)):
+        write_wav(corpus / f"f{number}.wav", tone(seconds, frequency=300 + 150 * number,
+                                                   seed=number))
+    args = ["-i", corpus, "-t", "0.5", "0.25", "-net", "small", "-config", small_config,
+            "-batch_size", "5", "-np", "1"]
+    single = tmp_path / "single.csv"
+    assert main([str(a) for a in [*args, "-o", single]]) == 0
+    out = tmp_path / "sharded" / "f.csv"
+    for number in (1, 2, 3):
+        assert main([str(a) for a in [*args, "-o", out, "-shard", f"{number}/3"]]) == 0
+    shards = sorted(out.parent.glob("f.shard-*-of-3.csv"))
+    assert len(shards) == 3
+    assert merge_main(["-o", str(out), *map(str, shards)]) == 0
+    assert out.read_bytes() == single.read_bytes()

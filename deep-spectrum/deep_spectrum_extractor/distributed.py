@@ -14,6 +14,11 @@ itself spread over the workers) gives every chunk its position in the run, and e
 then plots and extracts a contiguous range of whole batches.  Every worker process loads
 the network once and keeps it (:func:`worker_extractor`).
 
+The number of TensorFlow threads changes the last bits too (the work is split by
+thread), so the workers use as many as a single-machine run on the client machine
+would (``threads``); beyond that, byte identity needs the same TensorFlow build and
+CPU instruction set on the workers as on the machine of the run compared with.
+
 The client keeps a bounded window of tasks in flight and yields every file as soon as
 its rows are complete, so memory stays flat on any corpus.  Tasks are pure: a worker
 that dies (killed, out of memory, a lost node) has its tasks run again elsewhere by the
@@ -70,6 +75,7 @@ from typing import Callable, Iterator
 import numpy as np
 from distributed import Client, KilledWorker, WorkerPlugin
 
+from .backend.tf import default_threads
 from .errors import DeepSpectrumError, ModelError, ParameterError
 from .pipeline import ExtraOutput, FileFeatures
 from .settings import FeatureSettings, RunOptions
@@ -104,7 +110,8 @@ class ModelRef:
 _EXTRACTORS: dict[tuple, object] = {}          # one loaded network per model, per process
 _MODEL_FILES: dict[str, Path] = {}             # sha256 -> file written by ModelFilePlugin
 _VERIFIED: set[tuple] = set()                  # (path, size, mtime, sha256) checked here
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()                       # guards _MODEL_FILES
+_LOADING = threading.Lock()                    # guards _EXTRACTORS
 
 
 class ModelFilePlugin(WorkerPlugin):
@@ -142,6 +149,17 @@ class ModelFilePlugin(WorkerPlugin):
             os.replace(partial, target)
         with _LOCK:
             _MODEL_FILES[self.sha256] = target
+
+
+def shipped_models() -> dict[str, str]:
+    """SHA-256 -> local file of the models this process received by :class:`ModelFilePlugin`."""
+    with _LOCK:
+        return {sha256: str(path) for sha256, path in _MODEL_FILES.items()}
+
+
+def single_machine_threads() -> int:
+    """TensorFlow's intra-op threads of a single-machine run here (see ``default_threads``)."""
+    return default_threads()
 
 
 def _file_sha256(path: Path) -> str:
@@ -197,15 +215,12 @@ def worker_extractor(model: ModelRef):
     from .backend.extractor import FrozenGraphExtractor
 
     key = (model.path, model.sha256, model.layer, model.gpu, model.threads, model.shipped)
-    with _LOCK:
+    with _LOADING:  # one load at a time; the threads waiting then find it loaded
         extractor = _EXTRACTORS.get(key)
-    if extractor is None:
-        with _LOCK:  # one load at a time; a second thread then finds it loaded
-            extractor = _EXTRACTORS.get(key)
-            if extractor is None:
-                extractor = FrozenGraphExtractor(_local_model_file(model), model.layer,
-                                                 gpu=model.gpu, threads=model.threads)
-                _EXTRACTORS[key] = extractor
+        if extractor is None:
+            extractor = FrozenGraphExtractor(_local_model_file(model), model.layer,
+                                             gpu=model.gpu, threads=model.threads)
+            _EXTRACTORS[key] = extractor
     return extractor
 
 
@@ -477,7 +492,11 @@ def extract_distributed(files: list, settings: FeatureSettings, model_path: str 
         ``model_path`` (shared filesystem); None: send it unless every connected worker
         has an identical file there.
     threads : int, optional
-        TensorFlow threads per worker process (None: TensorFlow's default).
+        TensorFlow's intra-op threads in each worker process.  Their number changes the
+        last bits of the features (the work is split by thread), so by default
+        (None) the workers use :func:`single_machine_threads` of this machine: the
+        output is then that of a single-machine run here.  A smaller number runs more
+        workers per machine side by side, with other last bits.
     batches_per_task : int
         Batches per task; more means fewer, longer tasks.
     window : int, optional
@@ -510,6 +529,10 @@ def extract_distributed(files: list, settings: FeatureSettings, model_path: str 
     if (model_sha256 is None or ship_model) and not model_path.is_file():
         raise ModelError(f"model file {model_path} does not exist")
     sha256 = model_sha256 or _file_sha256(model_path)
+    if threads is None:
+        threads = single_machine_threads()
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ParameterError(f"threads={threads!r} must be a positive integer")
     return _iterate(list(files), settings, options, model_path, sha256, scheduler=scheduler,
                     gpu=gpu, root=root, extra=extra, align=align, ship_model=ship_model,
                     threads=threads, batches_per_task=batches_per_task, window=window,

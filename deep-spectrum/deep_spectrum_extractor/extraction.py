@@ -62,9 +62,13 @@ def provenance(settings: FeatureSettings, options: RunOptions, model_path: Path,
     ``batch_size`` is included because the network's float results may differ in the
     last bits between batch shapes.
     """
+    from .backend.tf import default_threads
+
     return {
         "tool": f"deep-spectrum {__version__}",
-        "settings": {**settings.to_dict(), "batch_size": options.batch_size},
+        # TensorFlow's thread count, like the batch size, can change the last bits
+        "settings": {**settings.to_dict(), "batch_size": options.batch_size,
+                     "tensorflow_threads": default_threads()},
         "network": {"file": model_path.name,
                     "sha256": model_sha256 or file_sha256(model_path)},
         "libraries": library_versions(),
@@ -126,9 +130,11 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
                     root: Path | None = None, extra: ExtraOutput = ExtraOutput(),
                     resume: bool = False, stop_on_error: bool = False,
                     on_file: Callable[[FileFeatures], None] | None = None,
-                    executor=None) -> ExtractionReport:
+                    executor=None, source: Callable | None = None) -> ExtractionReport:
     """Extract features of ``files`` into ``output``; see the module docstring.
 
+    ``source`` replaces the local pipeline (:func:`extract_features`) by another producer
+    of the same FileFeatures, e.g. :func:`~deep_spectrum_extractor.distributed.distributed_source`.
     The output is committed only when every file has been handled and at least one row
     was written.  On an exception (Ctrl-C, a signal turned into an exception, a
     :class:`StopOnError`) the part file and journal stay for ``resume``.
@@ -175,8 +181,11 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
         with open(journal, "a", encoding="utf-8") as log:
             background = _WriterThread(writer, log, todo_keys)
             try:
-                for result in extract_features(todo, settings, extractor, options, root=root,
-                                               extra=extra, align=align, executor=executor):
+                results = (source(todo, settings, extractor, options, root=root, extra=extra,
+                                  align=align) if source is not None else
+                           extract_features(todo, settings, extractor, options, root=root,
+                                            extra=extra, align=align, executor=executor))
+                for result in results:
                     if result.ok:
                         rows = ([labels.row(result.path, ts) for ts in result.timestamps]
                                 if labels else None)

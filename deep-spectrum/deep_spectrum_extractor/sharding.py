@@ -16,9 +16,9 @@ So a split run goes in two passes:
    rendered by :func:`render_range` (reading only the files that overlap the range) and
    sent through the network batch by batch by :func:`run_network`.
 
-This module does it for job arrays without a scheduler: ``-shard i/N`` (or a SLURM
-array, see :func:`shard_from_environment`) makes :func:`run_shard` process the ``i``-th
-of ``N`` contiguous ranges of whole batches into its own file, and
+This module does it for job arrays without a scheduler: ``-shard i/N`` (or ``-shard
+slurm`` in a SLURM job array, see :func:`resolve_shard`) makes :func:`run_shard` process
+the ``i``-th of ``N`` contiguous ranges of whole batches into its own file, and
 :func:`merge_shards` (the ``ds_merge_shards`` command, :func:`main`) joins the shard
 files into one that is byte-identical to the file a single run writes.  The
 :mod:`~deep_spectrum_extractor.distributed` module runs the same ranges on a Dask
@@ -32,21 +32,29 @@ rate, so such files count as skipped from the start, as in a single run.  A shar
 meets any other chunk it cannot plot stops with a :class:`ShardError`, because the
 shards after it were cut without knowing; the distributed run re-plans instead.
 
+Every shard runs the counting pass over the whole corpus itself (reading every file
+once, no plotting), so that all shards agree on the cut without talking to each other.
+
 Examples
 --------
-Three array jobs, then the merge::
+Three jobs, then the merge::
 
     extract_ds_features -i corpus -o features.arff -t 1 0.5 -shard 1/3    # job 1
     extract_ds_features -i corpus -o features.arff -t 1 0.5 -shard 2/3    # job 2
     extract_ds_features -i corpus -o features.arff -t 1 0.5 -shard 3/3    # job 3
     ds_merge_shards -o features.arff features.shard-*-of-3.arff
+
+or, as a SLURM array (``sbatch --array=0-7 job.sh`` with this in ``job.sh``)::
+
+    extract_ds_features -i corpus -o features.arff -t 1 0.5 -shard slurm
 """
 from __future__ import annotations
 
 import argparse
 import bisect
-import concurrent.futures
 import collections
+import concurrent.futures
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -62,13 +70,12 @@ import numpy as np
 
 from .audio import InMemoryAudio
 from .errors import DeepSpectrumError, ParameterError
+from .output.writers import BINARY_FORMATS
 from .pipeline import ExtraOutput
 from .settings import FeatureSettings, RunOptions
 
 #: Marks a shard record (the JSON file beside each shard).
 RECORD_FORMAT = "deep-spectrum shard 1"
-#: Output formats a shard can be written in (merging needs line-oriented text).
-SHARD_FORMATS = (".arff", ".csv")
 MERGE_PROG = "ds_merge_shards"
 
 
@@ -446,6 +453,8 @@ def run_network(extractor, images: np.ndarray, *, batch_size: int,
     """
     if blanks:
         images = np.concatenate([np.zeros((blanks,) + images.shape[1:], np.uint8), images])
+    if not len(images):
+        return np.empty((0, 0), np.float32)
     outputs = [extractor.features(images[first:first + batch_size])
                for first in range(0, len(images), batch_size)]
     return np.concatenate(outputs)[blanks:]
@@ -470,32 +479,51 @@ def _limit_threads() -> None:
     threadpool_limits(1)
 
 
-def _ordered_map(function: Callable, items: Iterable, processes: int) -> Iterator:
-    """``function`` over ``items``, results in order, at most ``2 * processes`` ahead."""
-    if processes == 1:
-        yield from map(function, items)
-        return
-    executor = concurrent.futures.ProcessPoolExecutor(
-        max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_limit_threads)
-    pending: collections.deque = collections.deque()
-    items = iter(items)
-    try:
-        for item in items:
-            pending.append(executor.submit(function, item))
-            if len(pending) >= 2 * processes:
-                break
-        while pending:
-            result = pending.popleft().result()
+class _Workers:
+    """Worker processes for the local passes of a shard (none for ``processes=1``).
+
+    :meth:`map` yields results in order with at most ``2 * processes`` items ahead.
+    """
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        self.executor = None if processes == 1 else concurrent.futures.ProcessPoolExecutor(
+            max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_limit_threads)
+
+    def map(self, function: Callable, items: Iterable) -> Iterator:
+        if self.executor is None:
+            yield from map(function, items)
+            return
+        items = iter(items)
+        pending: collections.deque = collections.deque()
+        try:
             for item in items:
-                pending.append(executor.submit(function, item))
-                break
-            yield result
-    except concurrent.futures.process.BrokenProcessPool as exc:
-        raise ShardError("a worker process died (killed, out of memory ...); run the shard "
-                         "again") from exc
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+                pending.append(self.executor.submit(function, item))
+                if len(pending) >= 2 * self.processes:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                for item in items:
+                    pending.append(self.executor.submit(function, item))
+                    break
+                yield result
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            raise ShardError("a worker process died (killed, out of memory ...); run the "
+                             "shard again") from exc
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def _survey_group(item) -> list[tuple[int, str | None]]:
@@ -504,14 +532,22 @@ def _survey_group(item) -> list[tuple[int, str | None]]:
 
 
 def survey(files: list, settings: FeatureSettings, options: RunOptions, *,
-           group: int = 32) -> Layout:
-    """The counting pass on this machine, with ``options.processes`` processes."""
+           workers: _Workers | None = None, group: int = 32) -> Layout:
+    """The counting pass on this machine, with ``options.processes`` processes.
+
+    Returns
+    -------
+    Layout
+        Every input's chunks (or reason to be skipped) and first position.
+    """
     layout = Layout(options.batch_size)
     groups = ((files[first:first + group], settings, options.renderer)
               for first in range(0, len(files), group))
-    for counts in _ordered_map(_survey_group, groups, options.processes):
-        for count, error in counts:
-            layout.add(count, error)
+    with (_Workers(options.processes) if workers is None else contextlib.nullcontext(
+            workers)) as pool:
+        for counts in pool.map(_survey_group, groups):
+            for count, error in counts:
+                layout.add(count, error)
     return layout
 
 
@@ -561,8 +597,20 @@ def shard_from_environment(environ: Mapping[str, str] | None = None) -> tuple[in
 
 def resolve_shard(text: str | None,
                   environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
-    """The shard from ``-shard i/N`` if given, else from a SLURM array, else None."""
-    return parse_shard(text) if text else shard_from_environment(environ)
+    """The shard an option asks for: ``"i/N"``, ``"slurm"`` (the array task's) or None.
+
+    A run is never split without being asked: with ``text=None`` it is one run even
+    inside a job array (an array may run other corpora, not shards of one).
+    """
+    if text is None:
+        return None
+    if str(text).strip().lower() == "slurm":
+        shard = shard_from_environment(environ)
+        if shard is None:
+            raise ParameterError("-shard slurm: this is not a SLURM array job "
+                                 "(SLURM_ARRAY_TASK_ID is not set); give -shard i/N")
+        return shard
+    return parse_shard(text)
 
 
 def shard_path(output: str | os.PathLike, shard: tuple[int, int]) -> Path:
@@ -596,6 +644,12 @@ def _job_fingerprint(files: list, layout: Layout, *, record: dict, labels, times
         "files": {"count": len(keys),
                   "sha256": hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()},
         "chunks": layout.end}))
+
+
+def _kind(output: Path) -> str:
+    """The format ``open_writer`` picks for ``output``: ``arff``, ``csv`` or a binary one."""
+    suffix = output.suffix.lower()
+    return suffix[1:] if suffix in (".arff",) + BINARY_FORMATS else "csv"
 
 
 def _file_sha256(path: Path) -> str:
@@ -661,17 +715,31 @@ def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings,
         A chunk that the counting pass did not see coming could not be plotted (the
         later shards would be cut wrongly); nothing is written.
     """
-    from .extraction import provenance_comments
-    from .output.writers import open_writer
-
     index, count = shard
     if count < 1 or not 1 <= index <= count:
         raise ParameterError(f"shard {index}/{count}: shards are numbered 1 to N")
     output = Path(output)
-    if output.suffix.lower() not in SHARD_FORMATS:
-        raise ParameterError(f"-shard writes ARFF or CSV; {output.name} would be "
-                             f"{output.suffix or 'CSV without extension'}: use .arff or .csv")
-    layout = survey(files, settings, options)
+    if output.suffix.lower() in BINARY_FORMATS:
+        raise ParameterError(f"-shard writes ARFF or CSV, whose shards can be joined byte for "
+                             f"byte; {output.name} would be {output.suffix[1:]}: name the "
+                             "output .arff or .csv")
+    workers = _Workers(options.processes)
+    try:
+        report = _run_shard(files, output, settings, extractor, options, workers, shard=shard,
+                            record=record, labels=labels, timestamps=timestamps, root=root,
+                            extra=extra)
+    finally:
+        workers.close()
+    return report
+
+
+def _run_shard(files, output, settings, extractor, options, workers, *, shard, record, labels,
+               timestamps, root, extra) -> ShardReport:
+    from .extraction import provenance_comments
+    from .output.writers import open_writer
+
+    index, count = shard
+    layout = survey(files, settings, options, workers=workers)
     begin, end = shard_bounds(layout, shard)
     report = ShardReport(shard_path(output, shard), shard, begin, end)
     # each input's outcome is reported by the shard holding its first position
@@ -693,7 +761,7 @@ def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings,
                      options, root=root, extra=extra)
             for first in range(begin, end, options.batch_size))
     try:
-        for rendered in _ordered_map(render_range, jobs, options.processes):
+        for rendered in workers.map(render_range, jobs):
             if rendered.failures:
                 failure = rendered.failures[0]
                 raise ShardError(
@@ -719,7 +787,7 @@ def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings,
                                    timestamps=timestamps, root=root)
     shard_record = {
         "format": RECORD_FORMAT, "shard": index, "shards": count,
-        "output": output.suffix.lower().lstrip("."), "fingerprint": fingerprint,
+        "output": _kind(output), "fingerprint": fingerprint,
         "positions": [begin, end], "header_bytes": header, "rows": report.rows,
         "size": report.path.stat().st_size, "sha256": _file_sha256(report.path),
         "files_done": [str(path) for path in report.done],
@@ -836,8 +904,7 @@ def merge_shards(shard_paths: Iterable[str | os.PathLike],
     if missing:
         raise ShardError(f"shard(s) {', '.join(missing)} missing; a merge needs all {count} "
                          f"shards (given: {', '.join(str(path) for path in paths)})")
-    suffix = output.suffix.lower().lstrip(".")
-    if suffix != first["output"]:
+    if _kind(output) != first["output"]:
         raise ShardError(f"the shards are {first['output'].upper()} files; name the merged "
                          f"output .{first['output']} (not {output.name})")
     if any(output.resolve() == path.resolve() for path in paths):

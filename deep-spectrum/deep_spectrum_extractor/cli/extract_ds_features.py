@@ -126,6 +126,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     conf = parser.add_argument_group("configuration")
     conf.add_argument("-np", type=_positive_int, default=None,
                       help="number of processes (default: number of CPU cores)")
+    conf.add_argument("-scheduler", default=None, metavar="ADDRESS",
+                      help="run on a Dask cluster: a scheduler address (tcp://host:8786) or a "
+                      "scheduler file (.json); the output is the same as on one machine")
+    conf.add_argument("-shard", nargs="?", const="slurm", default=None, metavar="i/N",
+                      help="process the i-th of N equal parts of the job into "
+                      "<output stem>.shard-i-of-N<ext> (for job arrays; without a value: the "
+                      "SLURM array task's part); ds_merge_shards joins the parts")
     conf.add_argument("--resume", action="store_true",
                       help="continue an interrupted run with the same settings: files already "
                       "done are not processed again")
@@ -254,17 +261,41 @@ def run(args: argparse.Namespace) -> int:
     if not entry.path.exists():
         print(f"{prog}: {entry.path} does not exist yet; building it if {entry.name} can be "
               "built offline", file=sys.stderr)
-    workers = start_workers(options.processes)  # they start while the network loads
-    try:
-        _entry, model_path = resolve_model(config, settings.net)
-        extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
-        record = provenance(settings, options, model_path)
-    except BaseException:
-        workers.shutdown(wait=False, cancel_futures=True)
-        raise
+    shard = None
+    if args.shard is not None:
+        from ..sharding import resolve_shard
+
+        shard = resolve_shard(args.shard)
+        if args.resume or args.scheduler:
+            raise ParameterError("-shard runs on its own: without --resume and -scheduler")
     root = Path(args.i) if Path(args.i).is_dir() else None
     extra = ExtraOutput(Path(args.specout) if args.specout else None,
                         Path(args.wavout) if args.wavout else None)
+    timestamps = settings.chunked and not args.no_timestamps
+    # local workers start while the network loads
+    workers = start_workers(options.processes) if not args.scheduler else None
+    extractor = source = None
+    try:
+        _entry, model_path = resolve_model(config, settings.net)
+        record = provenance(settings, options, model_path)
+        if args.scheduler:
+            from ..backend.extractor import available_layers
+            from ..distributed import distributed_source
+
+            if settings.layer not in available_layers(model_path):  # before any work
+                FrozenGraphExtractor(model_path, settings.layer, gpu=False)  # names the layers
+            source = distributed_source(args.scheduler, model_path, gpu=config.gpu,
+                                        model_sha256=record["network"]["sha256"])
+        else:
+            extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
+    except BaseException:
+        if workers is not None:
+            workers.shutdown(wait=False, cancel_futures=True)
+        raise
+    if shard is not None:
+        return _run_shard(prog, files, output, settings, extractor, options, workers,
+                          shard=shard, record=record, labels=labels, timestamps=timestamps,
+                          root=root, extra=extra)
 
     with tqdm(total=len(files), unit="file", file=sys.stderr,
               disable=not options.progress) as bar:
@@ -276,17 +307,19 @@ def run(args: argparse.Namespace) -> int:
         try:
             report = extract_to_file(
                 files, output, settings, extractor, options, record=record, labels=labels,
-                timestamps=settings.chunked and not args.no_timestamps, root=root,
-                extra=extra, resume=args.resume, stop_on_error=args.stop_on_error,
-                on_file=on_file, executor=workers)
+                timestamps=timestamps, root=root, extra=extra, resume=args.resume,
+                stop_on_error=args.stop_on_error, on_file=on_file, executor=workers,
+                source=source)
         except StopOnError as stop:
             print(f"{prog}: stopped at the first bad file ({stop.path}: {stop.reason}); "
                   f"{output} not written", file=sys.stderr)
             return 1
         finally:
-            extractor.close()
-            workers.shutdown(wait=False, cancel_futures=True)  # already done unless it failed
-        if report.resumed_files:
+            if extractor is not None:
+                extractor.close()
+            if workers is not None:  # already shut down unless the run failed
+                workers.shutdown(wait=False, cancel_futures=True)
+    if report.resumed_files:
             bar.write(f"{prog}: resumed; {report.resumed_files} file(s) were done before",
                       file=sys.stderr)
     write_sidecar(output, record, report)
@@ -303,6 +336,23 @@ def run(args: argparse.Namespace) -> int:
                     + (" ..." if len(report.skipped) > 10 else "")
                     + f" (all listed in {sidecar_path(output)})")
     print(summary, file=sys.stderr)
+    return 1 if report.skipped else 0
+
+
+def _run_shard(prog, files, output, settings, extractor, options, workers, **job) -> int:
+    """One part of a job array: its shard file and a one-line summary."""
+    from ..sharding import run_shard
+
+    try:
+        report = run_shard(files, output, settings, extractor, options, **job)
+    finally:
+        extractor.close()
+        workers.shutdown(wait=False, cancel_futures=True)
+    number, count = report.shard
+    for path, reason in report.skipped:
+        print(f"{prog}: skipped {path}: {reason}", file=sys.stderr)
+    print(f"{prog}: shard {number} of {count}: {report.rows} feature vectors written to "
+          f"{report.path}; join the parts with ds_merge_shards", file=sys.stderr)
     return 1 if report.skipped else 0
 
 
