@@ -2,9 +2,9 @@
 
 Worker processes read, chunk and plot; the calling process batches the images through
 the network.  Work is shipped in *segments* (up to ``batch_size`` chunks of one file),
-so a long recording never has to be held as images all at once, and at most
-``2 * processes`` segments are in flight, so memory stays flat however large the
-corpus is.  Results are consumed strictly in input order.
+so a long recording never has to be held as images all at once, and only about two
+batches of images (plus one segment per worker) are in flight, so memory stays flat
+however large the corpus is while the workers stay ahead of the network.  Results are consumed strictly in input order.
 
 Batches are cut from the sequence of all chunks of all files in order: chunk ``g`` sits
 at position ``g % batch_size`` of batch ``g // batch_size``.  The network's float32
@@ -235,8 +235,19 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
                        executor=None) -> Iterator[Segment]:
     """Segments of all files, in order, with a bounded number in flight."""
     segment_size = options.batch_size
-    limit = 2 * options.processes
     executor = executor or _executor(options.processes)
+    rendered_segments = rendered_images = 0
+
+    def limit() -> int:
+        """Segments in flight: enough for two batches of images ahead of the network.
+
+        Starts from the pessimistic assumption of full segments and adapts to the
+        segments' real size (short files give small ones), so the workers keep up with
+        the network without ever holding more than about two batches plus one segment
+        per worker.
+        """
+        average = rendered_images / rendered_segments if rendered_segments else segment_size
+        return 2 * options.processes + int(2 * options.batch_size / max(average, 1.0))
     pending: collections.deque = collections.deque()  # [(file_index, number), future|None]
     next_file = 0
 
@@ -254,13 +265,14 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
     def refill():
         nonlocal next_file
         in_flight = sum(1 for _key, future in pending if future is not None)
+        most = limit()
         for slot in pending:
-            if in_flight >= limit:
+            if in_flight >= most:
                 return
             if slot[1] is None:
                 slot[1] = submit(slot[0])
                 in_flight += 1
-        while in_flight < limit and next_file < len(files):
+        while in_flight < most and next_file < len(files):
             key = (next_file, 0)
             pending.append([key, submit(key)])
             next_file += 1
@@ -294,6 +306,8 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
             if future is None:
                 future = submit((index, number))
             segment = result_of((index, number), future)
+            rendered_segments += 1
+            rendered_images += 0 if segment.images is None else len(segment.images)
             if number == 0 and segment.total > 1:
                 for later in range(segment.total - 1, 0, -1):
                     pending.appendleft([(index, later), None])
