@@ -224,6 +224,8 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", type=int, default=10, help="size of the larger corpus for "
                         "the memory measurement, in multiples of --files (0: skip)")
     parser.add_argument("--np", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the peak-memory measurement")
     args = parser.parse_args(argv)
 
     from deep_spectrum_extractor.backend.alexnet import (FULL_WIDTHS, build_alexnet_graph,
@@ -240,36 +242,37 @@ def main(argv=None) -> None:
         config = tmp / "deep.conf"
         config.write_text(f"[main]\nsize = 227\ngpu = 1\nbackend = tensorflow\n"
                           f"[tensorflow-nets]\nbench = {model}\n")
-        extractor = FrozenGraphExtractor(model, "fc7")
-        # TensorFlow optimises the graph on its first run: not part of either design
-        extractor.features(np.zeros((2, 227, 227, 3), np.uint8))
-        print(f"corpus: {len(files)} files x {args.seconds:g} s at {SAMPLE_RATE} Hz, -t 1 0.5, "
-              f"mode mel; AlexNet topology, full size, random weights; -np {args.np}; "
-              f"{os.cpu_count()} CPU cores")
+        if not args.memory_only:
+            extractor = FrozenGraphExtractor(model, "fc7")
+            # TensorFlow optimises the graph on its first run: not part of either design
+            extractor.features(np.zeros((2, 227, 227, 3), np.uint8))
+            print(f"corpus: {len(files)} files x {args.seconds:g} s at {SAMPLE_RATE} Hz, "
+                  f"-t 1 0.5, mode mel; AlexNet topology, full size, random weights; "
+                  f"-np {args.np}; {os.cpu_count()} CPU cores")
 
-        pool = start_original_pool(args.np)
-        started = time.perf_counter()
-        rows_a = run_original(files, extractor, tmp / "original.csv", pool, labels)
-        time_a = time.perf_counter() - started
-        workers = start_default_workers(args.np)
-        started = time.perf_counter()
-        rows_b = run_default(files, extractor, tmp / "default.csv", workers, args.np, model)
-        time_b = time.perf_counter() - started
-        assert rows_a == rows_b, (rows_a, rows_b)
-        identical = (tmp / "original.csv").read_bytes() == (tmp / "default.csv").read_bytes()
+            pool = start_original_pool(args.np)
+            started = time.perf_counter()
+            rows_a = run_original(files, extractor, tmp / "original.csv", pool, labels)
+            time_a = time.perf_counter() - started
+            workers = start_default_workers(args.np)
+            started = time.perf_counter()
+            rows_b = run_default(files, extractor, tmp / "default.csv", workers, args.np, model)
+            time_b = time.perf_counter() - started
+            assert rows_a == rows_b, (rows_a, rows_b)
+            identical = (tmp / "original.csv").read_bytes() == (tmp / "default.csv").read_bytes()
 
-        rate_a, rate_b = rows_a / time_a, rows_b / time_b
-        inference = inference_rate(extractor, rows_a)
-        plot_time, render_time = render_times(files)
-        print(f"(a) original design : {rows_a} chunks in {time_a:6.1f} s = {rate_a:6.1f} chunks/s")
-        print(f"(b) this project    : {rows_b} chunks in {time_b:6.1f} s = {rate_b:6.1f} chunks/s")
-        print(f"end-to-end speed-up (b)/(a): {rate_b / rate_a:.2f}x")
-        print(f"render per chunk: matplotlib {plot_time * 1e3:.2f} ms, direct "
-              f"{render_time * 1e3:.3f} ms, ratio {plot_time / render_time:.0f}x")
-        print(f"inference only: {inference:.1f} images/s; (b) reaches "
-              f"{100 * rate_b / inference:.0f}% of it")
-        print(f"outputs of (a) and (b) byte-identical: {identical}")
-        extractor.close()
+            rate_a, rate_b = rows_a / time_a, rows_b / time_b
+            inference = inference_rate(extractor, rows_a)
+            plot_time, render_time = render_times(files)
+            print(f"(a) original design : {rows_a} chunks in {time_a:6.1f} s = {rate_a:6.1f} chunks/s")
+            print(f"(b) this project    : {rows_b} chunks in {time_b:6.1f} s = {rate_b:6.1f} chunks/s")
+            print(f"end-to-end speed-up (b)/(a): {rate_b / rate_a:.2f}x")
+            print(f"render per chunk: matplotlib {plot_time * 1e3:.2f} ms, direct "
+                  f"{render_time * 1e3:.3f} ms, ratio {plot_time / render_time:.0f}x")
+            print(f"inference only: {inference:.1f} images/s; (b) reaches "
+                  f"{100 * rate_b / inference:.0f}% of it")
+            print(f"outputs of (a) and (b) byte-identical: {identical}")
+            extractor.close()
 
         if args.scale:
             small, small_time = peak_memory(tmp / "corpus", config, tmp / "m1.csv", args.np)
