@@ -13,10 +13,10 @@ every setting that changes the features and the network file's SHA-256.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import platform
-import queue
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -179,7 +179,8 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
     align = report.rows % options.batch_size
     try:
         with open(journal, "a", encoding="utf-8") as log:
-            background = _WriterThread(writer, log, todo_keys)
+            background = _WriterThread(writer, log, todo_keys,
+                                       max_rows=4 * options.batch_size)
             try:
                 results = (source(todo, settings, extractor, options, root=root, extra=extra,
                                   align=align) if source is not None else
@@ -218,23 +219,38 @@ class _WriterThread:
 
     Turning float32 values into text costs about as much per row as a CPU forward pass
     of a small network; done here it overlaps with the network's next batch (TensorFlow
-    releases the GIL while it computes).  Each file's rows are flushed before its
-    journal line is written, so the journal never claims rows the part file lacks.
+    releases the GIL while it computes).  Up to ``max_rows`` rows wait for it (at least
+    one file), so the main thread rarely waits and memory stays bounded.  Each file's
+    rows are flushed before its journal line is written, so the journal never claims
+    rows the part file lacks.
     """
 
-    def __init__(self, writer, log, keys: list[str]):
+    def __init__(self, writer, log, keys: list[str], max_rows: int):
         self._writer, self._log, self._keys = writer, log, keys
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._max_rows = max_rows
+        self._items: collections.deque = collections.deque()
+        self._waiting_rows = 0
+        self._closed = False
         self._error: BaseException | None = None
+        self._condition = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="feature-writer", daemon=True)
         self._thread.start()
 
     def put(self, result: FileFeatures, rows) -> None:
-        self._raise()
-        self._queue.put((result, rows))
+        size = len(result.timestamps)
+        with self._condition:
+            while (self._items and self._waiting_rows + size > self._max_rows
+                   and self._error is None):
+                self._condition.wait()
+            self._raise()
+            self._items.append((result, rows))
+            self._waiting_rows += size
+            self._condition.notify_all()
 
     def finish(self) -> None:
-        self._queue.put(None)
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
         self._thread.join()
         self._raise()
 
@@ -243,21 +259,30 @@ class _WriterThread:
             raise self._error
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # keep draining so that put() never blocks
-            result, rows = item
+        while True:
+            with self._condition:
+                while not self._items and not self._closed:
+                    self._condition.wait()
+                if not self._items:
+                    return
+                result, rows = self._items[0]
             try:
-                if result.ok:
-                    self._writer.write(result.path.name, result.timestamps, result.features,
-                                       rows)
-                offset = self._writer.flush()
-                self._log.write(json.dumps({"file": self._keys[result.index], "offset": offset,
-                                            "rows": self._writer.rows,
-                                            "error": result.error}) + "\n")
-                self._log.flush()
+                if self._error is None:
+                    self._write(result, rows)
             except BaseException as exc:  # handed to the main thread by put()/finish()
                 self._error = exc
+            with self._condition:
+                self._items.popleft()
+                self._waiting_rows -= len(result.timestamps)
+                self._condition.notify_all()
+
+    def _write(self, result: FileFeatures, rows) -> None:
+        if result.ok:
+            self._writer.write(result.path.name, result.timestamps, result.features, rows)
+        offset = self._writer.flush()
+        self._log.write(json.dumps({"file": self._keys[result.index], "offset": offset,
+                                    "rows": self._writer.rows, "error": result.error}) + "\n")
+        self._log.flush()
 
 
 def _read_journal(journal: Path) -> tuple[dict, dict[str, dict]]:
