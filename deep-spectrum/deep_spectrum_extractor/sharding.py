@@ -70,6 +70,7 @@ import numpy as np
 
 from .audio import InMemoryAudio
 from .errors import DeepSpectrumError, ParameterError
+from .extraction import file_sha256
 from .output.writers import BINARY_FORMATS
 from .pipeline import ExtraOutput
 from .settings import FeatureSettings, RunOptions
@@ -652,14 +653,6 @@ def _kind(output: Path) -> str:
     return suffix[1:] if suffix in (".arff",) + BINARY_FORMATS else "csv"
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class ShardReport:
     """What :func:`run_shard` wrote: the shard file, its positions and its files."""
@@ -789,7 +782,7 @@ def _run_shard(files, output, settings, extractor, options, workers, *, shard, r
         "format": RECORD_FORMAT, "shard": index, "shards": count,
         "output": _kind(output), "fingerprint": fingerprint,
         "positions": [begin, end], "header_bytes": header, "rows": report.rows,
-        "size": report.path.stat().st_size, "sha256": _file_sha256(report.path),
+        "size": report.path.stat().st_size, "sha256": file_sha256(report.path),
         "files_done": [str(path) for path in report.done],
         "files_skipped": [{"file": str(path), "reason": reason}
                           for path, reason in report.skipped]}
@@ -914,7 +907,7 @@ def merge_shards(shard_paths: Iterable[str | os.PathLike],
                for number in range(1, count + 1)]
     header = None
     for path, record in ordered:
-        if path.stat().st_size != record["size"] or _file_sha256(path) != record["sha256"]:
+        if path.stat().st_size != record["size"] or file_sha256(path) != record["sha256"]:
             raise ShardError(f"{path} changed since its shard was written (its size or "
                              f"SHA-256 differs from {record_path(path).name}); run that "
                              "shard again")
