@@ -179,7 +179,7 @@ def test_terminated_run_leaves_no_output(tmp_path, small_config):
     wait_for_journal(out.with_name(".f.csv.journal"), 2, process)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 143
+    assert process.returncode == 143, err.decode()
     assert "--resume" in err.decode()
     assert not out.exists()
 

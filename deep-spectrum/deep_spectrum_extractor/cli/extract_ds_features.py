@@ -149,7 +149,11 @@ class Terminated(BaseException):
     """SIGTERM, raised as an exception so that the run stops cleanly."""
 
 
+_terminated = threading.Event()
+
+
 def _terminate(signum, frame):
+    _terminated.set()  # remembered even if a library swallows the exception below
     raise Terminated()
 
 
@@ -174,9 +178,13 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
     """
     args = build_parser(prog).parse_args(argv)
     args.prog = prog
+    _terminated.clear()
     try:
         with sigterm_raises():
-            return run(args)
+            status = run(args)
+        if _terminated.is_set():
+            raise Terminated()
+        return status
     except DeepSpectrumError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
