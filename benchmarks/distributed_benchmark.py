@@ -39,25 +39,7 @@ sys.path.insert(0, str(REPO / "deep-spectrum"))
 
 SAMPLE_RATE = 16000
 
-
-def make_corpus(folder: Path, files: int, seconds: float) -> list[Path]:
-    """Chirps with noise, in two class folders, sorted."""
-    import numpy as np
-    import soundfile
-
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    paths = []
-    for number in range(files):
-        label = "tone" if number % 2 else "noise"
-        frequency = rng.uniform(100, 4000)
-        signal = 0.4 * np.sin(2 * np.pi * frequency * t * (1 + 0.1 * t)) \
-            + 0.1 * rng.standard_normal(len(t))
-        path = folder / label / f"{label}_{number:05d}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(path, signal, SAMPLE_RATE, subtype="PCM_16")
-        paths.append(path)
-    return sorted(paths)
+from pipeline_benchmark import make_corpus  # noqa: E402  (the same corpus)
 
 
 def features_of(results) -> tuple[int, bytes]:
