@@ -157,3 +157,22 @@ def _is_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+def choose_labels(files: list[Path], *, label_file=None, explicit: str | None = None,
+                  no_labels: bool = False, time_continuous: bool = False) -> Labels | None:
+    """The label source the options ask for, checked against ``files``.
+
+    ``--no_labels``: None; ``-l``: the label file; ``-el``: one explicit label; otherwise
+    the folder names.  Raises LabelError naming every file without a label.
+    """
+    if no_labels:
+        return None
+    if label_file:
+        labels = read_label_file(label_file, time_continuous=time_continuous)
+    elif explicit is not None:
+        labels = explicit_labels(files, explicit)
+    else:
+        labels = folder_labels(files)
+    labels.check(files)
+    return labels

@@ -486,18 +486,10 @@ def image_labels(args: argparse.Namespace, files: list[Path]):
     Labels or None
         Folder names by default; None with ``--no_labels``.
     """
-    from ..labels import explicit_labels, folder_labels, read_label_file
+    from ..labels import choose_labels
 
-    if args.no_labels:
-        return None
-    if args.l:
-        labels = read_label_file(args.l)
-    elif args.el:
-        labels = explicit_labels(files, args.el[0])
-    else:
-        labels = folder_labels(files)
-    labels.check(files)
-    return labels
+    return choose_labels(files, label_file=args.l, explicit=args.el[0] if args.el else None,
+                         no_labels=args.no_labels)
 
 
 # --- networks -------------------------------------------------------------------------------

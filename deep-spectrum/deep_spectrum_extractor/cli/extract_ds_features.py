@@ -212,20 +212,12 @@ def settings_from_args(args: argparse.Namespace, config) -> FeatureSettings:
 
 def labels_from_args(args: argparse.Namespace, settings: FeatureSettings, files: list[Path]):
     """The label source the options ask for, checked against ``files`` (None: no labels)."""
-    from ..labels import explicit_labels, folder_labels, read_label_file
+    from ..labels import choose_labels
 
     if args.tc and not (settings.chunked and args.l):
         raise ParameterError("--tc needs both -t and a label file (-l)")
-    if args.no_labels:
-        return None
-    if args.l:
-        labels = read_label_file(args.l, time_continuous=args.tc)
-    elif args.el:
-        labels = explicit_labels(files, args.el[0])
-    else:
-        labels = folder_labels(files)
-    labels.check(files)
-    return labels
+    return choose_labels(files, label_file=args.l, explicit=args.el[0] if args.el else None,
+                         no_labels=args.no_labels, time_continuous=args.tc)
 
 
 def run(args: argparse.Namespace) -> int:
