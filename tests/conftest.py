@@ -12,6 +12,12 @@ for folder in (REPO / "deep-spectrum", REPO / "convert-models"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
+# TensorFlow imported by a test module gets the same kernels (oneDNN or not) as the
+# command-line runs the tests compare it with
+from deep_spectrum_extractor.backend.tf import prepare_environment  # noqa: E402
+
+prepare_environment()
+
 
 def tone(seconds: float, sample_rate: int = 16000, frequency: float = 440.0, *,
          noise: float = 0.05, seed: int = 0) -> np.ndarray:

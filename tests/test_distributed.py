@@ -187,11 +187,16 @@ def test_chunks_that_cannot_be_plotted_shift_the_batches_as_in_a_single_run(
                       "three.wav": "chunk 4 cannot be drawn",
                       "four.wav": "RuntimeError: first chunk",
                       "six.wav": "RuntimeError: last chunk"}
-    # the files after the failures moved to other batch positions: other bits
+    # the files after the failures moved to other batch positions and shapes, which
+    # changes bits (which files depends on the kernels: oneDNN's rows depend on the
+    # batch's shape, Eigen's on the position too): the comparison above is not vacuous
+    changed = []
     for name in ("one.wav", "five.wav"):
         before, after = (next(r.features for r in run if r.path.name == name)
                          for run in (untouched, remote))
-        assert before.shape == after.shape and before.tobytes() != after.tobytes(), name
+        assert before.shape == after.shape, name
+        changed += [name] if before.tobytes() != after.tobytes() else []
+    assert changed
 
 
 def test_a_worker_killed_part_way_leaves_the_output_complete(dist_corpus, small_config,

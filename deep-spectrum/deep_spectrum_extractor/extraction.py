@@ -62,13 +62,14 @@ def provenance(settings: FeatureSettings, options: RunOptions, model_path: Path,
     ``batch_size`` is included because the network's float results may differ in the
     last bits between batch shapes.
     """
-    from .backend.tf import default_threads
+    from .backend.tf import default_threads, onednn_enabled
 
     return {
         "tool": f"deep-spectrum {__version__}",
-        # TensorFlow's thread count, like the batch size, can change the last bits
+        # TensorFlow's thread count and kernels, like the batch size, can change the last bits
         "settings": {**settings.to_dict(), "batch_size": options.batch_size,
-                     "tensorflow_threads": default_threads()},
+                     "tensorflow_threads": default_threads(),
+                     "tensorflow_onednn": onednn_enabled()},
         "network": {"file": model_path.name,
                     "sha256": model_sha256 or file_sha256(model_path)},
         "libraries": library_versions(),

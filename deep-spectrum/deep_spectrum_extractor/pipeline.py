@@ -197,37 +197,56 @@ class _InlineExecutor:
         pass
 
 
-def _init_worker() -> None:
-    """One BLAS thread per worker (they run beside TensorFlow); load the heavy modules."""
+def _init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy") -> None:
+    """Prepare a worker: one BLAS thread (it runs beside TensorFlow) and a first plot.
+
+    librosa loads its submodules lazily, so the first spectral matrix of a process costs
+    about two seconds; drawing one synthetic chunk with the run's settings pays that
+    (and fills the filter-bank caches) while the network loads, not on the first file.
+    """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    import librosa  # noqa: F401  (imported now, while the network loads, not on the first file)
     import soundfile  # noqa: F401
 
-    from .images import render  # noqa: F401
+    if settings is None:
+        return
+    try:
+        sample_rate = settings.sample_rate or 16000
+        nfft = settings.nfft or default_nfft(sample_rate)
+        noise = np.random.default_rng(0).standard_normal(2 * min_chunk_length(nfft, settings.delta))
+        matrix = spectral_matrix(noise.astype(np.float32), sample_rate, mode=settings.mode,
+                                 nfft=nfft, ylim=settings.ylim, delta=settings.delta,
+                                 nmel=settings.nmel)
+        _drawing_function(renderer)(matrix, sample_rate=sample_rate, nfft=nfft,
+                                    scale=settings.plot_scale, cmap=settings.cmap,
+                                    size=settings.size, ylim=settings.ylim)
+    except Exception:  # noqa: BLE001  only a warm-up: real files report their own errors
+        pass
 
 
-def start_workers(processes: int):
-    """Start the reading and plotting processes now (they import librosa meanwhile).
+def start_workers(processes: int, settings: FeatureSettings | None = None,
+                  renderer: str = "numpy"):
+    """Start the reading and plotting processes now; each draws one warm-up plot.
 
     Pass the result to :func:`extract_features` (``executor=``) to overlap the workers'
     start-up with loading the network; it is shut down when the extraction ends.
     """
-    executor = _executor(processes)
+    executor = _executor(processes, settings, renderer)
     if isinstance(executor, concurrent.futures.ProcessPoolExecutor):
         for _ in range(processes):
             executor.submit(os.getpid)  # makes the pool start every worker now
     return executor
 
 
-def _executor(processes: int):
+def _executor(processes: int, settings: FeatureSettings | None = None,
+              renderer: str = "numpy"):
     if processes == 1:
         return _InlineExecutor()
     # spawn: workers start clean, never inheriting TensorFlow's threads from this process
     return concurrent.futures.ProcessPoolExecutor(
         max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker)
+        initializer=_init_worker, initargs=(settings, renderer))
 
 
 def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSettings,
@@ -235,7 +254,7 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
                        executor=None) -> Iterator[Segment]:
     """Segments of all files, in order, with a bounded number in flight."""
     segment_size = options.batch_size
-    executor = executor or _executor(options.processes)
+    executor = executor or _executor(options.processes, settings, options.renderer)
     rendered_segments = rendered_images = 0
 
     def limit() -> int:
@@ -288,14 +307,14 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
         # Every task in flight failed with the pool; which one killed it is unknown.
         # Start a new pool, run this task alone, and blame it only if it breaks that too.
         executor.shutdown(wait=True, cancel_futures=True)
-        executor = _executor(options.processes)
+        executor = _executor(options.processes, settings, options.renderer)
         for slot in pending:
             slot[1] = None
         try:
             return submit(key).result()
         except concurrent.futures.process.BrokenProcessPool:
             executor.shutdown(wait=True, cancel_futures=True)
-            executor = _executor(options.processes)
+            executor = _executor(options.processes, settings, options.renderer)
             return Segment(key[0], key[1], 1, [], None,
                            error="the worker process reading and plotting it died")
 
@@ -312,6 +331,9 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
                 for later in range(segment.total - 1, 0, -1):
                     pending.appendleft([(index, later), None])
             refill()
+            if not pending and next_file == len(files):
+                # all rendered: let the workers exit while the last batches run
+                executor.shutdown(wait=False)
             yield segment
     finally:
         executor.shutdown(wait=True, cancel_futures=True)

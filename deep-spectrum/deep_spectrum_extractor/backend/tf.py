@@ -1,16 +1,90 @@
-"""The one place TensorFlow is imported, quietly."""
+"""The one place TensorFlow is imported, quietly and with the kernels chosen for the machine."""
 from __future__ import annotations
 
 import os
+import platform
+import re
+import sys
+import tempfile
+
+
+def onednn_by_default() -> bool:
+    """Whether deep-spectrum turns TensorFlow's oneDNN CPU kernels on for this machine.
+
+    TensorFlow enables them by itself only on x86 CPUs with AVX-512 VNNI/BF16 or AMX; on
+    other x86-64 CPUs (AVX2, e.g. AMD EPYC) they still run AlexNet's convolutions about
+    a fifth faster than the default Eigen kernels (``benchmarks/pipeline_benchmark.py``).
+    Linux x86-64 only: the only platform where this was measured.
+    """
+    return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+
+
+def prepare_environment() -> None:
+    """Set the variables TensorFlow reads when it is imported; the user's values win.
+
+    ``TF_CPP_MIN_LOG_LEVEL=2`` hides C++ info logs; ``TF_ENABLE_ONEDNN_OPTS=1`` where
+    :func:`onednn_by_default` says so.  Call it before anything imports TensorFlow.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if onednn_by_default():
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def tensorflow():
-    """Import TensorFlow with its C++ and Python info logs silenced; returns the module."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow (see :func:`prepare_environment`) with Python info logs silenced."""
+    prepare_environment()
+    if "tensorflow" not in sys.modules:
+        with _quiet_import_logs():
+            import tensorflow  # noqa: F401
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     return tf
+
+
+# Lines TensorFlow's C++ code writes while it is imported, before its logging honours
+# TF_CPP_MIN_LOG_LEVEL: absl's notice and info ("I...") lines such as "oneDNN custom
+# operations are on".  Everything else written then is passed on.
+_IMPORT_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                           r"|I\d{4} \d\d:\d\d:\d\d)")
+
+
+class _quiet_import_logs:
+    """Capture file descriptor 2 around TensorFlow's import; replay all but its info lines."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._capture = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._capture.fileno(), 2)
+
+    def __exit__(self, *exc_info):
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._capture.seek(0)
+        text = self._capture.read().decode("utf-8", "replace")
+        self._capture.close()
+        kept = [line for line in text.splitlines(keepends=True) if not _IMPORT_NOISE.match(line)]
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow in this process runs (or, not yet imported, will run) oneDNN kernels.
+
+    Like the thread count, this changes the last bits of float32 results, so it is part of
+    provenance.
+    """
+    if "tensorflow" in sys.modules:
+        try:
+            from tensorflow.python.util import _pywrap_util_port
+            return bool(_pywrap_util_port.IsMklEnabled())
+        except (ImportError, AttributeError):
+            pass
+    prepare_environment()
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("1", "true")
 
 
 def default_threads() -> int:

@@ -273,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
                         Path(args.wavout) if args.wavout else None)
     timestamps = settings.chunked and not args.no_timestamps
     # local workers start while the network loads
-    workers = start_workers(options.processes) if not args.scheduler else None
+    workers = (start_workers(options.processes, settings, options.renderer)
+               if not args.scheduler else None)
     extractor = source = None
     try:
         _entry, model_path = resolve_model(config, settings.net)
