@@ -133,3 +133,34 @@ def test_feature_values_are_written_as_numpy_prints_float32():
     formatted = format_features(values)[0]
     assert formatted == [str(v) for v in values[0]]
     assert np.array_equal(np.array(formatted, dtype=np.float32), values[0])
+
+
+def test_every_kind_of_float32_is_formatted_as_numpy_prints_it():
+    """Random bit patterns: zeros of both signs, subnormals, inf, NaN, the longest texts."""
+    from deep_spectrum_extractor.output.writers import format_features
+
+    bits = np.random.default_rng(12).integers(0, 2**32, size=(64, 1024), dtype=np.uint64)
+    values = bits.astype(np.uint32).view(np.float32)
+    values[0, :6] = [0.0, -0.0, np.inf, -np.inf, np.nan, -1.1754942e-38]
+    values[1::2, ::2] = 0.0  # rows that are half zeros, as after a ReLU
+    assert format_features(values) == [[str(value) for value in row] for row in values]
+
+
+def test_csv_rows_are_what_the_csv_module_writes(tmp_path):
+    import csv
+    import io
+
+    labels = [LabelAttribute("class", ("a b", "c,d", 'q"uote', "")),
+              LabelAttribute("score", None)]
+    path = tmp_path / "f.csv"
+    expected = io.StringIO()
+    reference = csv.writer(expected, lineterminator="\n")
+    with FeatureWriter(path, timestamps=True, labels=labels) as writer:
+        reference.writerow(["name", "timeStamp"] + [f"neuron_{i}" for i in range(5)]
+                           + ["class", "score"])
+        for number, name in enumerate(NASTY):
+            label = labels[0].values[number % 4]
+            writer.write(name, [Decimal("0.5")], FEATURES[0][:1], [[label, str(number)]])
+            reference.writerow([name, "0.5"] + [str(v) for v in FEATURES[0][0]]
+                               + [label, str(number)])
+    assert path.read_text(encoding="utf-8") == expected.getvalue()

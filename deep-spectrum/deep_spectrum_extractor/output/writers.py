@@ -22,6 +22,7 @@ run never leaves a half-written output.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from decimal import Decimal
@@ -56,9 +57,23 @@ def format_features(features: np.ndarray) -> list[list[str]]:
     """Feature values as the shortest strings that read back as the same float32.
 
     This is ``str(numpy.float32(value))``, the original's format, done by numpy's cast
-    to strings in C (about twice as fast as calling ``str`` on each value).
+    to strings in C (about twice as fast as calling ``str`` on each value).  Positive
+    zeros, half of the values after a ReLU, are filled in without formatting.
     """
-    return np.asarray(features, dtype=np.float32).astype(str).tolist()
+    values = np.asarray(features, dtype=np.float32)
+    text = np.full(values.shape, "0.0", dtype="<U16")  # a float32 needs at most 15 chars
+    nonzero = values.view(np.uint32) != 0  # -0.0 is formatted: it prints as "-0.0"
+    text[nonzero] = values[nonzero].astype(str)
+    return text.tolist()
+
+
+def _csv_field(value: str) -> str:
+    """``value`` as ``csv.writer(lineterminator="\\n")`` writes it inside a row."""
+    if not value:
+        return value
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([value])  # quotes fields with "\n"
+    return buffer.getvalue()[:-1]
 
 
 def part_path(path: Path) -> Path:
@@ -146,19 +161,17 @@ class FeatureWriter:
             self._write_header(features.shape[1])
             self._header_written = True
         values = format_features(features)
-        quote = arff_quote if self.arff else str
+        quote = arff_quote if self.arff else _csv_field
+        first = quote(name)
         for index, row_values in enumerate(values):
-            row = [quote(name)]
+            row = [first]
             if self.timestamps:
                 row.append(str(timestamps[index]))
             row += row_values
             if self.labels:
-                row += [value if attribute.numeric else quote(value)
+                row += [value if attribute.numeric and self.arff else quote(value)
                         for attribute, value in zip(self.labels, labels[index])]
-            if self.arff:
-                self._file.write(",".join(row) + "\n")
-            else:
-                self._csv.writerow(row)
+            self._file.write(",".join(row) + "\n")
         self.rows += len(values)
 
     def flush(self) -> int:
