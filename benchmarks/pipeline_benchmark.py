@@ -3,31 +3,38 @@
     python benchmarks/pipeline_benchmark.py [--files 200] [--seconds 5] [--scale 10]
 
 Generates a corpus (``--files`` recordings of ``--seconds`` at 16 kHz in two class folders),
-builds an AlexNet-topology graph at full size with random weights, and measures in one run,
-on the same graph and the same chunks (``-t 1 0.5``, mel spectrograms):
+builds an AlexNet-topology graph at full size with random weights, and runs each design in a
+process of its own, on the same graph file and the same chunks (``-t 1 0.5``, mel):
 
-(a) the original design: chunks read in the main process, one matplotlib figure per chunk in
-    a ``multiprocessing.Pool``, batches of 128 through the graph, rows written with ``str``;
-(b) this project's default, as ``extract_ds_features`` runs it (``extract_to_file``): worker
-    processes drawing with the direct renderer, files shipped whole (or in pieces of
-    ``batch_size`` chunks), inference in the main process, rows written by a writer thread.
+(a) the original design as the 2018 tool ran it: chunks read in the main process, one
+    matplotlib figure per chunk in a ``multiprocessing.Pool``, batches of 128 through a
+    ``tf.Session`` with TensorFlow's defaults (the 2018 code set only GPU memory growth;
+    on this CPU TensorFlow's default kernels are Eigen's), rows written with ``str``;
+(b) this project's default, as ``extract_ds_features`` runs it (``extract_to_file``):
+    worker processes drawing with the direct renderer, files shipped whole (or in pieces
+    of ``batch_size`` chunks), TensorFlow set up for the machine (oneDNN kernels where
+    they are faster, Grappler off), inference in the main process, rows written by a
+    writer thread;
+(c) the same as (b) with ``-renderer matplotlib``: its features must be byte-identical
+    to (b)'s.
 
-Worker processes are started (and have imported their libraries) before the clock starts, for
-both designs: both tools start them while the network loads.  It prints chunks per second for
-each and their ratio, the render time per chunk of each
-drawing path, the inference-only throughput of the graph on the same number of images, whether
-both outputs are byte-identical, and the peak memory (all processes of a run together) of the
-command line on the corpus and on a ``--scale`` times larger one.
+Worker processes are started and have drawn one plot, and each session has run once,
+before the clock starts, for every design: both tools do that while the network loads.
+It prints chunks per second for each design and the ratio (b)/(a), the render time per
+chunk of each drawing path, the inference-only throughput of each design's session, how
+far (a)'s features are from (b)'s, whether (b) and (c) are byte-identical, and the peak
+memory (all processes of a run together) of the command line on the corpus and on a
+``--scale`` times larger one.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -75,21 +82,86 @@ def _original_chunks(files):
             yield path.name, chunk.timestamp, chunk.samples, sr
 
 
-def _original_plot(item):
-    name, timestamp, samples, sr = item
+def _original_matrix(samples: np.ndarray, sr: int) -> np.ndarray:
+    """The mel matrix as the 2018 code computed it: librosa's functions, the mel filter
+    bank built anew for every chunk (equal to this project's, which caches it)."""
+    import librosa
+
     nfft = default_nfft(sr)
-    matrix = spectral_matrix(samples, sr, mode=SETTINGS.mode, nfft=nfft)
-    image = plot_matrix(matrix, sample_rate=sr, nfft=nfft, scale=SETTINGS.plot_scale,
-                        cmap=SETTINGS.cmap, size=SETTINGS.size)
-    return name, timestamp, image
+    spectrum = librosa.stft(samples, n_fft=nfft, hop_length=nfft // 2, center=False)
+    mel = librosa.feature.melspectrogram(S=np.abs(spectrum) ** 2, sr=sr, n_mels=SETTINGS.nmel)
+    return librosa.power_to_db(mel, ref=np.max, top_db=None)
+
+
+def _original_draw(matrix: np.ndarray, sr: int) -> np.ndarray:
+    """The 2018 drawing: a pyplot figure per chunk, the PNG written to memory and decoded
+    again (the pixels equal this project's: tests/test_plotting.py, test_render.py)."""
+    import io
+    import warnings
+
+    import librosa.display
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    nfft = default_nfft(sr)
+    figure = plt.figure(frameon=False)
+    figure.set_size_inches(1, 1)
+    axes = plt.Axes(figure, [0.0, 0.0, 1.0, 1.0])
+    axes.set_axis_off()
+    figure.add_axes(axes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        librosa.display.specshow(matrix, hop_length=nfft // 2, sr=sr, cmap=SETTINGS.cmap,
+                                 y_axis=SETTINGS.plot_scale, ax=axes)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=SETTINGS.size)
+    figure.clf()
+    plt.close(figure)
+    buffer.seek(0)
+    with Image.open(buffer) as png:
+        return np.asarray(png.convert("RGBA"))[:, :, :3]
+
+
+def _original_plot(item):
+    """One chunk as a 2018 pool worker turned it into an image."""
+    name, timestamp, samples, sr = item
+    return name, timestamp, _original_draw(_original_matrix(samples, sr), sr)
 
 
 def _warm_original(_):
-    """What a 2018 worker had loaded before its first chunk."""
-    import librosa.display  # noqa: F401
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-
+    """A first plot, as this project's workers draw one while the network loads."""
+    rng = np.random.default_rng(0)
+    _original_plot(("warm-up", Decimal(0), rng.standard_normal(SAMPLE_RATE), SAMPLE_RATE))
     return os.getpid()
+
+
+class OriginalSession:
+    """The 2018 backend: a ``tf.Session`` whose config only turns on GPU memory growth.
+
+    Imports TensorFlow directly, with the environment it was started in (this benchmark
+    starts it without ``TF_ENABLE_ONEDNN_OPTS``: TensorFlow's own choice of kernels).
+    """
+
+    def __init__(self, model: Path, layer: str = "fc7"):
+        import tensorflow as tf
+
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.ParseFromString(model.read_bytes())
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+            self._input = graph.get_tensor_by_name("input:0")
+            output = graph.get_tensor_by_name(f"{layer}/{layer}:0")
+            self._output = tf.reshape(output, [tf.shape(output)[0], -1])
+        config = tf.compat.v1.ConfigProto()
+        config.gpu_options.allow_growth = True
+        self.session = tf.compat.v1.Session(graph=graph, config=config)
+
+    def features(self, images) -> np.ndarray:
+        return self.session.run(self._output, {self._input: np.asarray(images, np.float32)})
 
 
 def start_original_pool(processes: int):
@@ -126,22 +198,23 @@ def run_original(files, extractor, output: Path, pool, labels) -> int:
 
 # --- (b) this project's pipeline -----------------------------------------------------------
 
-def start_default_workers(processes: int):
+def start_default_workers(processes: int, renderer: str = "numpy"):
     """extract_ds_features starts its workers while the network loads, too."""
     from deep_spectrum_extractor.pipeline import start_workers
 
-    workers = start_workers(processes)
+    workers = start_workers(processes, SETTINGS, renderer)
     for future in [workers.submit(os.getpid) for _ in range(processes)]:
         future.result()
     return workers
 
 
-def run_default(files, extractor, output: Path, workers, processes: int, model: Path) -> int:
+def run_default(files, extractor, output: Path, workers, processes: int, model: Path,
+                renderer: str = "numpy") -> int:
     """The job as extract_ds_features runs it: pipeline, writer thread, journal."""
     from deep_spectrum_extractor.extraction import extract_to_file, provenance
     from deep_spectrum_extractor.labels import folder_labels
 
-    options = RunOptions(processes=processes, batch_size=128)
+    options = RunOptions(processes=processes, batch_size=128, renderer=renderer)
     report = extract_to_file(files, output, SETTINGS, extractor, options,
                              record=provenance(SETTINGS, options, model),
                              labels=folder_labels(files), timestamps=True, executor=workers)
@@ -150,18 +223,29 @@ def run_default(files, extractor, output: Path, workers, processes: int, model: 
 
 # --- measurements ----------------------------------------------------------------------------
 
-def render_times(files, count: int = 100) -> tuple[float, float]:
+def render_times(files, count: int = 100) -> dict[str, float]:
+    """Seconds per chunk of each drawing path and of each way to compute the matrix."""
     items = [item for _, item in zip(range(count), _original_chunks(files))]
     nfft = default_nfft(SAMPLE_RATE)
     matrices = [spectral_matrix(samples, sr, mode="mel", nfft=nfft) for _, _, samples, sr in items]
-    timings = []
-    for draw in (plot_matrix, render_matrix):
-        draw(matrices[0], sample_rate=SAMPLE_RATE, nfft=nfft, scale="linear")  # warm caches
+    steps = {
+        "2018 matrix": (lambda index: _original_matrix(items[index][2], SAMPLE_RATE)),
+        "cached matrix": (lambda index: spectral_matrix(items[index][2], SAMPLE_RATE,
+                                                        mode="mel", nfft=nfft)),
+        "2018 figure": (lambda index: _original_draw(matrices[index], SAMPLE_RATE)),
+        "matplotlib": (lambda index: plot_matrix(matrices[index], sample_rate=SAMPLE_RATE,
+                                                 nfft=nfft, scale="linear")),
+        "direct": (lambda index: render_matrix(matrices[index], sample_rate=SAMPLE_RATE,
+                                               nfft=nfft, scale="linear")),
+    }
+    timings = {}
+    for name, step in steps.items():
+        step(0)  # warm caches
         started = time.perf_counter()
-        for matrix in matrices:
-            draw(matrix, sample_rate=SAMPLE_RATE, nfft=nfft, scale="linear")
-        timings.append((time.perf_counter() - started) / len(matrices))
-    return timings[0], timings[1]
+        for index in range(len(items)):
+            step(index)
+        timings[name] = (time.perf_counter() - started) / len(items)
+    return timings
 
 
 def inference_rate(extractor, images: int) -> float:
@@ -217,6 +301,55 @@ def peak_memory(corpus: Path, config: Path, output: Path, processes: int) -> tup
     return peak, time.perf_counter() - started
 
 
+def run_design(design: str, work: Path, processes: int) -> dict:
+    """One design's run in this process (a fresh one): rate, then inference-only rate."""
+    files = sorted((work / "corpus").rglob("*.wav"))
+    model = work / "alexnet_random.pb"
+    output = work / f"{design}.csv"
+    if design == "original":
+        labels = {path.name: path.parent.name for path in files}
+        network = OriginalSession(model)
+        network.features(np.zeros((2, 227, 227, 3), np.uint8))  # Grappler's first-run work
+        pool = start_original_pool(processes)
+        started = time.perf_counter()
+        rows = run_original(files, network, output, pool, labels)
+    else:
+        from deep_spectrum_extractor.backend.extractor import FrozenGraphExtractor
+
+        network = FrozenGraphExtractor(model, "fc7")
+        network.features(np.zeros((2, 227, 227, 3), np.uint8))
+        renderer = "matplotlib" if design == "matplotlib" else "numpy"
+        workers = start_default_workers(processes, renderer)
+        started = time.perf_counter()
+        rows = run_default(files, network, output, workers, processes, model, renderer)
+    seconds = time.perf_counter() - started
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    return {"rows": rows, "seconds": seconds, "inference": inference_rate(network, rows),
+            "onednn": bool(_pywrap_util_port.IsMklEnabled()), "tensorflow": tf.__version__}
+
+
+def _run_child(design: str, work: Path, processes: int) -> dict:
+    """``run_design`` in a new interpreter: each design gets TensorFlow as it sets it up."""
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if design == "original":
+        environment.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default
+    result = subprocess.run([sys.executable, __file__, "--design", design, "--work", str(work),
+                             "--np", str(processes)], env=environment, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"design {design} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _feature_values(path: Path) -> np.ndarray:
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    return frame[[c for c in frame.columns if c.startswith("neuron_")]].to_numpy(np.float32)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=200)
@@ -226,53 +359,61 @@ def main(argv=None) -> None:
     parser.add_argument("--np", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--memory-only", action="store_true",
                         help="only the peak-memory measurement")
+    parser.add_argument("--design", choices=("original", "default", "matplotlib"),
+                        help=argparse.SUPPRESS)  # internal: one design's run
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.design:
+        print(json.dumps(run_design(args.design, args.work, args.np)))
+        return
 
     from deep_spectrum_extractor.backend.alexnet import (FULL_WIDTHS, build_alexnet_graph,
                                                          random_alexnet_weights)
     from deep_spectrum_extractor.backend.convention import write_graph_def
-    from deep_spectrum_extractor.backend.extractor import FrozenGraphExtractor
 
     with tempfile.TemporaryDirectory(prefix="ds-bench-") as tmp:
         tmp = Path(tmp)
         files = make_corpus(tmp / "corpus", args.files, args.seconds)
-        labels = {path.name: path.parent.name for path in files}
         model = write_graph_def(build_alexnet_graph(random_alexnet_weights(FULL_WIDTHS)),
                                 tmp / "alexnet_random.pb")
         config = tmp / "deep.conf"
         config.write_text(f"[main]\nsize = 227\ngpu = 1\nbackend = tensorflow\n"
                           f"[tensorflow-nets]\nbench = {model}\n")
         if not args.memory_only:
-            extractor = FrozenGraphExtractor(model, "fc7")
-            # TensorFlow optimises the graph on its first run: not part of either design
-            extractor.features(np.zeros((2, 227, 227, 3), np.uint8))
             print(f"corpus: {len(files)} files x {args.seconds:g} s at {SAMPLE_RATE} Hz, "
                   f"-t 1 0.5, mode mel; AlexNet topology, full size, random weights; "
-                  f"-np {args.np}; {os.cpu_count()} CPU cores")
-
-            pool = start_original_pool(args.np)
-            started = time.perf_counter()
-            rows_a = run_original(files, extractor, tmp / "original.csv", pool, labels)
-            time_a = time.perf_counter() - started
-            workers = start_default_workers(args.np)
-            started = time.perf_counter()
-            rows_b = run_default(files, extractor, tmp / "default.csv", workers, args.np, model)
-            time_b = time.perf_counter() - started
-            assert rows_a == rows_b, (rows_a, rows_b)
-            identical = (tmp / "original.csv").read_bytes() == (tmp / "default.csv").read_bytes()
-
-            rate_a, rate_b = rows_a / time_a, rows_b / time_b
-            inference = inference_rate(extractor, rows_a)
-            plot_time, render_time = render_times(files)
-            print(f"(a) original design : {rows_a} chunks in {time_a:6.1f} s = {rate_a:6.1f} chunks/s")
-            print(f"(b) this project    : {rows_b} chunks in {time_b:6.1f} s = {rate_b:6.1f} chunks/s")
-            print(f"end-to-end speed-up (b)/(a): {rate_b / rate_a:.2f}x")
-            print(f"render per chunk: matplotlib {plot_time * 1e3:.2f} ms, direct "
-                  f"{render_time * 1e3:.3f} ms, ratio {plot_time / render_time:.0f}x")
-            print(f"inference only: {inference:.1f} images/s; (b) reaches "
-                  f"{100 * rate_b / inference:.0f}% of it")
-            print(f"outputs of (a) and (b) byte-identical: {identical}")
-            extractor.close()
+                  f"-np {args.np}; {os.cpu_count()} CPU cores", flush=True)
+            runs = {design: _run_child(design, tmp, args.np)
+                    for design in ("original", "default", "matplotlib")}
+            a, b, c = runs["original"], runs["default"], runs["matplotlib"]
+            assert a["rows"] == b["rows"] == c["rows"], runs
+            kernels = {True: "oneDNN", False: "Eigen"}
+            rate = {design: run["rows"] / run["seconds"] for design, run in runs.items()}
+            for label, design, text in (("(a) original design ", "original", "matplotlib, "),
+                                        ("(b) this project    ", "default", "direct, "),
+                                        ("(c) (b), -renderer matplotlib", "matplotlib",
+                                         "matplotlib, ")):
+                run = runs[design]
+                print(f"{label}: {run['rows']} chunks in {run['seconds']:6.1f} s = "
+                      f"{rate[design]:6.1f} chunks/s  ({text}{kernels[run['onednn']]} kernels)")
+            print(f"end-to-end speed-up (b)/(a): {rate['default'] / rate['original']:.2f}x")
+            step = render_times(files)
+            print(f"draw per chunk: 2018 pyplot figure {step['2018 figure'] * 1e3:.2f} ms, "
+                  f"-renderer matplotlib {step['matplotlib'] * 1e3:.2f} ms, direct "
+                  f"{step['direct'] * 1e3:.3f} ms; ratio {step['2018 figure'] / step['direct']:.0f}x "
+                  f"and {step['matplotlib'] / step['direct']:.0f}x")
+            print(f"matrix per chunk: 2018 {step['2018 matrix'] * 1e3:.2f} ms, cached "
+                  f"{step['cached matrix'] * 1e3:.2f} ms")
+            print(f"inference only: (a)'s session {a['inference']:.1f} images/s, (b)'s "
+                  f"{b['inference']:.1f} images/s; (b) reaches "
+                  f"{100 * rate['default'] / b['inference']:.0f}% of its session's rate")
+            identical = (tmp / "default.csv").read_bytes() == (tmp / "matplotlib.csv").read_bytes()
+            print(f"features of (b) and (c) byte-identical: {identical}")
+            difference = np.abs(_feature_values(tmp / "original.csv")
+                                - _feature_values(tmp / "default.csv"))
+            scale = np.abs(_feature_values(tmp / "original.csv")).max()
+            print(f"(a) against (b): largest feature difference {difference.max():.3g} "
+                  f"({difference.max() / scale:.1e} of the largest value; kernels differ)")
 
         if args.scale:
             small, small_time = peak_memory(tmp / "corpus", config, tmp / "m1.csv", args.np)
