@@ -6,10 +6,11 @@ Generates a corpus (``--files`` recordings of ``--seconds`` at 16 kHz in two cla
 builds an AlexNet-topology graph at full size with random weights, and runs each design in a
 process of its own, on the same graph file and the same chunks (``-t 1 0.5``, mel):
 
-(a) the original design as the 2018 tool ran it: chunks read in the main process, one
-    matplotlib figure per chunk in a ``multiprocessing.Pool``, batches of 128 through a
-    ``tf.Session`` with TensorFlow's defaults (the 2018 code set only GPU memory growth;
-    on this CPU TensorFlow's default kernels are Eigen's), rows written with ``str``;
+(a) the original design as the 2018 tool ran it: chunks read in the main process; per
+    chunk, in a ``multiprocessing.Pool``, librosa's STFT and a new mel filter bank, a
+    pyplot figure and a PNG round trip; batches of 128 through a ``tf.Session`` with
+    TensorFlow's defaults (the 2018 code set only GPU memory growth; on this CPU
+    TensorFlow's default kernels are Eigen's); rows written with ``str``;
 (b) this project's default, as ``extract_ds_features`` runs it (``extract_to_file``):
     worker processes drawing with the direct renderer, files shipped whole (or in pieces
     of ``batch_size`` chunks), TensorFlow set up for the machine (oneDNN kernels where
@@ -20,11 +21,12 @@ process of its own, on the same graph file and the same chunks (``-t 1 0.5``, me
 
 Worker processes are started and have drawn one plot, and each session has run once,
 before the clock starts, for every design: both tools do that while the network loads.
-It prints chunks per second for each design and the ratio (b)/(a), the render time per
-chunk of each drawing path, the inference-only throughput of each design's session, how
-far (a)'s features are from (b)'s, whether (b) and (c) are byte-identical, and the peak
-memory (all processes of a run together) of the command line on the corpus and on a
-``--scale`` times larger one.
+It prints chunks per second for each design and the ratio (b)/(a); the time per chunk of
+each drawing path and of both ways to compute the matrix; the inference-only throughput of
+each design's session (on as many images, right before and right after its run); how far
+(a)'s features are from (b)'s; whether (b) and (c) are byte-identical; and the peak memory
+(all processes of a run together) of the command line on the corpus and on a ``--scale``
+times larger one.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deep-spectrum"))
 
 from deep_spectrum_extractor.audio import chunk_signal, default_nfft, read_audio  # noqa: E402
-from deep_spectrum_extractor.images import min_chunk_length, plot_matrix, spectral_matrix  # noqa: E402
+from deep_spectrum_extractor.images import plot_matrix, spectral_matrix  # noqa: E402
 from deep_spectrum_extractor.images.render import render_matrix  # noqa: E402
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions  # noqa: E402
 
@@ -302,17 +304,23 @@ def peak_memory(corpus: Path, config: Path, output: Path, processes: int) -> tup
 
 
 def run_design(design: str, work: Path, processes: int) -> dict:
-    """One design's run in this process (a fresh one): rate, then inference-only rate."""
+    """One design's run in this process (a fresh one), between two inference-only runs.
+
+    The session's inference-only rate is measured on as many images right before and
+    right after the run and averaged: this machine's speed drifts over minutes.
+    """
     files = sorted((work / "corpus").rglob("*.wav"))
     model = work / "alexnet_random.pb"
     output = work / f"{design}.csv"
+    rows = sum(1 for _ in _original_chunks(files))
     if design == "original":
         labels = {path.name: path.parent.name for path in files}
         network = OriginalSession(model)
         network.features(np.zeros((2, 227, 227, 3), np.uint8))  # Grappler's first-run work
         pool = start_original_pool(processes)
+        before = inference_rate(network, rows)
         started = time.perf_counter()
-        rows = run_original(files, network, output, pool, labels)
+        done = run_original(files, network, output, pool, labels)
     else:
         from deep_spectrum_extractor.backend.extractor import FrozenGraphExtractor
 
@@ -320,13 +328,16 @@ def run_design(design: str, work: Path, processes: int) -> dict:
         network.features(np.zeros((2, 227, 227, 3), np.uint8))
         renderer = "matplotlib" if design == "matplotlib" else "numpy"
         workers = start_default_workers(processes, renderer)
+        before = inference_rate(network, rows)
         started = time.perf_counter()
-        rows = run_default(files, network, output, workers, processes, model, renderer)
+        done = run_default(files, network, output, workers, processes, model, renderer)
     seconds = time.perf_counter() - started
+    after = inference_rate(network, rows)
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
 
-    return {"rows": rows, "seconds": seconds, "inference": inference_rate(network, rows),
+    return {"rows": done, "seconds": seconds, "inference": (before + after) / 2,
+            "inference_runs": [before, after],
             "onednn": bool(_pywrap_util_port.IsMklEnabled()), "tensorflow": tf.__version__}
 
 
@@ -400,13 +411,17 @@ def main(argv=None) -> None:
             step = render_times(files)
             print(f"draw per chunk: 2018 pyplot figure {step['2018 figure'] * 1e3:.2f} ms, "
                   f"-renderer matplotlib {step['matplotlib'] * 1e3:.2f} ms, direct "
-                  f"{step['direct'] * 1e3:.3f} ms; ratio {step['2018 figure'] / step['direct']:.0f}x "
-                  f"and {step['matplotlib'] / step['direct']:.0f}x")
+                  f"{step['direct'] * 1e3:.3f} ms; ratio "
+                  f"{step['2018 figure'] / step['direct']:.0f}x and "
+                  f"{step['matplotlib'] / step['direct']:.0f}x")
             print(f"matrix per chunk: 2018 {step['2018 matrix'] * 1e3:.2f} ms, cached "
                   f"{step['cached matrix'] * 1e3:.2f} ms")
-            print(f"inference only: (a)'s session {a['inference']:.1f} images/s, (b)'s "
-                  f"{b['inference']:.1f} images/s; (b) reaches "
-                  f"{100 * rate['default'] / b['inference']:.0f}% of its session's rate")
+            before_after = {design: ", ".join(f"{value:.1f}" for value in run["inference_runs"])
+                            for design, run in runs.items()}
+            print("inference only (same images, before and after the run): (a)'s session "
+                  f"{before_after['original']} images/s, (b)'s {before_after['default']}"
+                  f" images/s; (b) reaches {100 * rate['default'] / b['inference']:.0f}% of "
+                  "its session's mean rate")
             identical = (tmp / "default.csv").read_bytes() == (tmp / "matplotlib.csv").read_bytes()
             print(f"features of (b) and (c) byte-identical: {identical}")
             difference = np.abs(_feature_values(tmp / "original.csv")

@@ -214,8 +214,9 @@ def _init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy
     try:
         sample_rate = settings.sample_rate or 16000
         nfft = settings.nfft or default_nfft(sample_rate)
-        noise = np.random.default_rng(0).standard_normal(2 * min_chunk_length(nfft, settings.delta))
-        matrix = spectral_matrix(noise.astype(np.float32), sample_rate, mode=settings.mode,
+        length = 2 * min_chunk_length(nfft, settings.delta)
+        noise = np.random.default_rng(0).standard_normal(length).astype(np.float32)
+        matrix = spectral_matrix(noise, sample_rate, mode=settings.mode,
                                  nfft=nfft, ylim=settings.ylim, delta=settings.delta,
                                  nmel=settings.nmel)
         _drawing_function(renderer)(matrix, sample_rate=sample_rate, nfft=nfft,
