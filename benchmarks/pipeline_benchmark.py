@@ -210,16 +210,23 @@ def start_default_workers(processes: int, renderer: str = "numpy"):
     return workers
 
 
-def run_default(files, extractor, output: Path, workers, processes: int, model: Path,
-                renderer: str = "numpy") -> int:
-    """The job as extract_ds_features runs it: pipeline, writer thread, journal."""
-    from deep_spectrum_extractor.extraction import extract_to_file, provenance
+def default_job(files, model: Path, processes: int, renderer: str = "numpy"):
+    """What extract_ds_features prepares while the network loads: options, provenance
+    (the model's SHA-256) and labels."""
+    from deep_spectrum_extractor.extraction import provenance
     from deep_spectrum_extractor.labels import folder_labels
 
     options = RunOptions(processes=processes, batch_size=128, renderer=renderer)
-    report = extract_to_file(files, output, SETTINGS, extractor, options,
-                             record=provenance(SETTINGS, options, model),
-                             labels=folder_labels(files), timestamps=True, executor=workers)
+    return options, provenance(SETTINGS, options, model), folder_labels(files)
+
+
+def run_default(files, extractor, output: Path, workers, job) -> int:
+    """The job as extract_ds_features runs it: pipeline, writer thread, journal."""
+    from deep_spectrum_extractor.extraction import extract_to_file
+
+    options, record, labels = job
+    report = extract_to_file(files, output, SETTINGS, extractor, options, record=record,
+                             labels=labels, timestamps=True, executor=workers)
     return report.rows
 
 
@@ -328,9 +335,10 @@ def run_design(design: str, work: Path, processes: int) -> dict:
         network.features(np.zeros((2, 227, 227, 3), np.uint8))
         renderer = "matplotlib" if design == "matplotlib" else "numpy"
         workers = start_default_workers(processes, renderer)
+        job = default_job(files, model, processes, renderer)
         before = inference_rate(network, rows)
         started = time.perf_counter()
-        done = run_default(files, network, output, workers, processes, model, renderer)
+        done = run_default(files, network, output, workers, job)
     seconds = time.perf_counter() - started
     after = inference_rate(network, rows)
     import tensorflow as tf
