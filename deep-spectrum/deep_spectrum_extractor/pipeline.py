@@ -4,7 +4,8 @@ Worker processes read, chunk and plot; the calling process batches the images th
 the network.  Work is shipped in *segments* (up to ``batch_size`` chunks of one file),
 so a long recording never has to be held as images all at once, and only about two
 batches of images (plus one segment per worker) are in flight, so memory stays flat
-however large the corpus is while the workers stay ahead of the network.  Results are consumed strictly in input order.
+however large the corpus is while the workers stay ahead of the network.  Results are
+consumed strictly in input order.
 
 Batches are cut from the sequence of all chunks of all files in order: chunk ``g`` sits
 at position ``g % batch_size`` of batch ``g // batch_size``.  The network's float32

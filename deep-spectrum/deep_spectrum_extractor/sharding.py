@@ -57,7 +57,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import sys
@@ -72,7 +71,7 @@ from .audio import InMemoryAudio
 from .errors import DeepSpectrumError, ParameterError
 from .extraction import file_sha256
 from .output.writers import BINARY_FORMATS
-from .pipeline import ExtraOutput
+from .pipeline import ExtraOutput, start_workers
 from .settings import FeatureSettings, RunOptions
 
 #: Marks a shard record (the JSON file beside each shard).
@@ -473,24 +472,18 @@ def attach_features(rendered: RenderedRange, features: np.ndarray) -> list[Piece
 
 # --- running locally (shards) -----------------------------------------------------------------
 
-def _limit_threads() -> None:
-    """One BLAS thread per worker process: they run side by side with the network."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-
-
 class _Workers:
     """Worker processes for the local passes of a shard (none for ``processes=1``).
 
     :meth:`map` yields results in order with at most ``2 * processes`` items ahead.
+    ``executor``: workers already started by
+    :func:`~deep_spectrum_extractor.pipeline.start_workers` (the command starts them while
+    the network loads); by default they are started here.
     """
 
-    def __init__(self, processes: int):
+    def __init__(self, processes: int, executor=None):
         self.processes = processes
-        self.executor = None if processes == 1 else concurrent.futures.ProcessPoolExecutor(
-            max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_limit_threads)
+        self.executor = None if processes == 1 else executor or start_workers(processes)
 
     def map(self, function: Callable, items: Iterable) -> Iterator:
         if self.executor is None:
@@ -669,7 +662,7 @@ class ShardReport:
 def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings, extractor,
               options: RunOptions, *, shard: tuple[int, int], record: dict, labels=None,
               timestamps: bool, root: Path | None = None,
-              extra: ExtraOutput = ExtraOutput()) -> ShardReport:
+              extra: ExtraOutput = ExtraOutput(), executor=None) -> ShardReport:
     """Extract shard ``i`` of ``N`` of a run into ``shard_path(output, shard)``.
 
     Counts the chunks of every input (each shard does, so all agree on the cut), then
@@ -697,6 +690,9 @@ def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings,
     timestamps : bool
     root : Path, optional
     extra : ExtraOutput
+    executor : optional
+        Worker processes from :func:`~deep_spectrum_extractor.pipeline.start_workers`;
+        by default they are started here.  Shut down when the shard is done.
 
     Returns
     -------
@@ -716,7 +712,7 @@ def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings,
         raise ParameterError(f"-shard writes ARFF or CSV, whose shards can be joined byte for "
                              f"byte; {output.name} would be {output.suffix[1:]}: name the "
                              "output .arff or .csv")
-    workers = _Workers(options.processes)
+    workers = _Workers(options.processes, executor)
     try:
         report = _run_shard(files, output, settings, extractor, options, workers, shard=shard,
                             record=record, labels=labels, timestamps=timestamps, root=root,

@@ -345,7 +345,8 @@ def _run_shard(prog, files, output, settings, extractor, options, workers, **job
     from ..sharding import run_shard
 
     try:
-        report = run_shard(files, output, settings, extractor, options, **job)
+        report = run_shard(files, output, settings, extractor, options, executor=workers,
+                           **job)
     finally:
         extractor.close()
         workers.shutdown(wait=False, cancel_futures=True)

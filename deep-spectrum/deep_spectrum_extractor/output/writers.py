@@ -122,13 +122,12 @@ class FeatureWriter:
                 raw.truncate(resume_offset)
             self._file = open(self.part, "a", encoding="utf-8", newline="")
             self.rows = resume_rows
-        self._csv = None if self.arff else csv.writer(self._file, lineterminator="\n")
         self._header_written = resume_offset is not None and resume_offset > 0
 
     def _write_header(self, n_features: int) -> None:
         names = attribute_names(n_features, timestamps=self.timestamps, labels=self.labels)
         if not self.arff:
-            self._csv.writerow(names)
+            self._file.write(",".join(_csv_field(name) for name in names) + "\n")
             return
         lines = [f"% {comment}" for comment in self.comments]
         lines += [f"@relation '{RELATION}'", ""]
