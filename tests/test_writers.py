@@ -131,8 +131,8 @@ def test_feature_values_are_written_as_numpy_prints_float32():
     values = np.concatenate([values, np.float32([0, -0.0, 1e-45, 3.4028235e38, 0.1, 1 / 3])])
     values = values[np.isfinite(values)].reshape(1, -1)
     formatted = format_features(values)[0]
-    assert formatted == [str(v) for v in values[0]]
-    assert np.array_equal(np.array(formatted, dtype=np.float32), values[0])
+    assert formatted == ",".join(str(v) for v in values[0])
+    assert np.array_equal(np.array(formatted.split(","), dtype=np.float32), values[0])
 
 
 def test_every_kind_of_float32_is_formatted_as_numpy_prints_it():
@@ -143,7 +143,7 @@ def test_every_kind_of_float32_is_formatted_as_numpy_prints_it():
     values = bits.astype(np.uint32).view(np.float32)
     values[0, :6] = [0.0, -0.0, np.inf, -np.inf, np.nan, -1.1754942e-38]
     values[1::2, ::2] = 0.0  # rows that are half zeros, as after a ReLU
-    assert format_features(values) == [[str(value) for value in row] for row in values]
+    assert format_features(values) == [",".join(str(value) for value in row) for row in values]
 
 
 def test_csv_rows_are_what_the_csv_module_writes(tmp_path):

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import LabelAttribute
+from .float_text import float32_text
 
 RELATION = "Deep Spectrum Features"
 _NEEDS_QUOTES = re.compile(r"[\s,'\"%{}\\?]|[\x00-\x1f\x7f]")
@@ -53,18 +54,13 @@ def attribute_names(n_features: int, *, timestamps: bool,
     return names + [attribute.name for attribute in labels or []]
 
 
-def format_features(features: np.ndarray) -> list[list[str]]:
-    """Feature values as the shortest strings that read back as the same float32.
+def format_features(features: np.ndarray) -> list[str]:
+    """Each row's feature values, comma-separated, in the original's format.
 
-    This is ``str(numpy.float32(value))``, the original's format, done by numpy's cast
-    to strings in C (about twice as fast as calling ``str`` on each value).  Positive
-    zeros, half of the values after a ReLU, are filled in without formatting.
+    A value is written as ``str(numpy.float32(value))``: the shortest text that reads back
+    as the same float32 (see :mod:`.float_text`, which computes it for whole arrays).
     """
-    values = np.asarray(features, dtype=np.float32)
-    text = np.full(values.shape, "0.0", dtype="<U16")  # a float32 needs at most 15 chars
-    nonzero = values.view(np.uint32) != 0  # -0.0 is formatted: it prints as "-0.0"
-    text[nonzero] = values[nonzero].astype(str)
-    return text.tolist()
+    return float32_text(np.asarray(features, dtype=np.float32))
 
 
 def _csv_field(value: str) -> str:
@@ -166,7 +162,8 @@ class FeatureWriter:
             row = [first]
             if self.timestamps:
                 row.append(str(timestamps[index]))
-            row += row_values
+            if row_values:  # empty only for a layer without units
+                row.append(row_values)
             if self.labels:
                 row += [value if attribute.numeric and self.arff else quote(value)
                         for attribute, value in zip(self.labels, labels[index])]

@@ -1,0 +1,267 @@
+"""Feature values as text: numpy's ``str(numpy.float32(v))``, computed for whole arrays.
+
+Feature files hold each value as the shortest decimal that reads back as the same
+float32, laid out as numpy prints a float32 scalar (``0.0``, ``1.5``, ``123.0``,
+``0.00012``, ``1e-05``, ``-2.5e+16``, ``nan``, ``inf``).  numpy finds those digits with
+Dragon4 and big-number arithmetic, one value at a time: about a microsecond per value,
+more than the rest of the writer together.  Here the same digits come from the Ryu
+algorithm (Ulf Adams, "Ryu: fast float-to-string conversion", PLDI 2018), which needs
+only 64-bit integer products, run on whole arrays at once; the characters are then put
+in place with one table lookup per value.  The result is checked against numpy's own
+text by the tests (random bit patterns of every kind, every power of two, and every
+float32 of whole exponent ranges).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+_MANTISSA_BITS = 23
+_BIAS = 127
+_POW5_INV_BITCOUNT = 59
+_POW5_BITCOUNT = 61
+_DIGITS = 9  # a float32 never needs more significant digits
+
+
+def _pow5bits(e: int) -> int:
+    """Bits of 5**e (for 0 <= e <= 3528): ``ceil(log2(5**e))`` or 1 for e = 0."""
+    return ((e * 1217359) >> 19) + 1
+
+
+@functools.lru_cache(maxsize=1)
+def _exponent_tables() -> dict[str, np.ndarray]:
+    """Everything Ryu derives from a float32's exponent field, for all 255 finite ones.
+
+    For the biased exponent ``b`` the value is ``m2 * 2**e2`` (scaled by 4 for the
+    bounds); Ryu turns ``4*m2`` into a decimal ``vr * 10**e10`` with a multiply by a
+    fixed-point power of five and a shift, and does the same one digit further for the
+    last removed digit.  Tables are exact integers computed here (Python ints), as the
+    reference implementation's tables are.
+    """
+    biased = np.arange(255)
+    e2 = np.where(biased == 0, 1, biased) - _BIAS - _MANTISSA_BITS - 2
+    q = np.empty(255, np.int64)
+    e10 = np.empty(255, np.int64)
+    factor = np.empty(255, np.uint64)
+    shift = np.empty(255, np.int64)
+    last_factor = np.zeros(255, np.uint64)
+    last_shift = np.full(255, 33, np.int64)
+    for b, e in enumerate(e2.tolist()):
+        if e >= 0:
+            qq = (e * 78913) >> 18  # floor(log10(2**e))
+            e10[b] = qq
+            factor[b] = _pow5_inverse(qq)
+            shift[b] = -e + qq + _POW5_INV_BITCOUNT + _pow5bits(qq) - 1
+            if qq:
+                last_factor[b] = _pow5_inverse(qq - 1)
+                last_shift[b] = -e + qq - 1 + _POW5_INV_BITCOUNT + _pow5bits(qq - 1) - 1
+        else:
+            qq = (-e * 732923) >> 20  # floor(log10(5**-e))
+            e10[b] = qq + e
+            i = -e - qq
+            factor[b] = _pow5(i)
+            shift[b] = qq - (_pow5bits(i) - _POW5_BITCOUNT)
+            if qq:
+                last_factor[b] = _pow5(i + 1)
+                last_shift[b] = qq - 1 - (_pow5bits(i + 1) - _POW5_BITCOUNT)
+        q[b] = qq
+    return {"e2": e2, "q": q, "e10": e10, "factor": factor, "shift": shift,
+            "last_factor": last_factor, "last_shift": last_shift}
+
+
+def _pow5_inverse(i: int) -> int:
+    """``2**(pow5bits(i) - 1 + 59) / 5**i``, rounded up: a fixed-point ``5**-i``."""
+    return (1 << (_pow5bits(i) - 1 + _POW5_INV_BITCOUNT)) // 5 ** i + 1
+
+
+def _pow5(i: int) -> int:
+    """``5**i`` as a 61-bit fixed-point number (its top 61 bits)."""
+    bits = _pow5bits(i) - _POW5_BITCOUNT
+    return 5 ** i >> bits if bits >= 0 else 5 ** i << -bits
+
+
+def _mul_shift(m: np.ndarray, factor: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``(m * factor) >> shift`` for m < 2**32, a 64-bit factor and shift > 32, exactly.
+
+    The 96-bit product is formed from two 64-bit halves, as Ryu's ``mulShift32``.
+    """
+    low = m * (factor & np.uint64(0xFFFFFFFF))
+    high = m * (factor >> np.uint64(32))
+    return ((low >> np.uint64(32)) + high) >> (shift - 32).astype(np.uint64)
+
+
+def shortest_digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shortest decimal ``digits * 10**exponent`` that reads back as each float32.
+
+    Parameters
+    ----------
+    values : np.ndarray [dtype=float32]
+        Finite, nonzero values (their sign is ignored).
+
+    Returns
+    -------
+    digits : np.ndarray [dtype=uint64]
+        Significant digits without trailing zeros (at most 9 of them).
+    exponent : np.ndarray [dtype=int64]
+    """
+    tables = _exponent_tables()
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    field = ((bits >> np.uint64(_MANTISSA_BITS)) & np.uint64(0xFF)).astype(np.intp)
+    mantissa = bits & np.uint64((1 << _MANTISSA_BITS) - 1)
+    m2 = np.where(field == 0, mantissa, mantissa | np.uint64(1 << _MANTISSA_BITS))
+    accept_bounds = (m2 & np.uint64(1)) == 0
+    mv = m2 * np.uint64(4)
+    mp = mv + np.uint64(2)
+    mm_shift = (mantissa != 0) | (field <= 1)
+    mm = mv - np.uint64(1) - mm_shift.astype(np.uint64)
+
+    e2 = tables["e2"][field]
+    q = tables["q"][field]
+    factor, shift = tables["factor"][field], tables["shift"][field]
+    vr = _mul_shift(mv, factor, shift)
+    vp = _mul_shift(mp, factor, shift)
+    vm = _mul_shift(mm, factor, shift)
+    last = _mul_shift(mv, tables["last_factor"][field], tables["last_shift"][field]) % 10
+    last = np.where((q != 0) & ((vp - np.uint64(1)) // 10 <= vm // 10), last, 0)
+
+    vm_zeros = np.zeros(len(bits), bool)
+    vr_zeros = np.zeros(len(bits), bool)
+    positive = e2 >= 0
+    # e2 >= 0 and q <= 9: are the bounds exact decimals at this scale?
+    small = positive & (q <= 9)
+    pow5 = np.uint64(5) ** np.minimum(q, 27).astype(np.uint64)
+    mv_by5 = mv % 5 == 0
+    vr_zeros |= small & mv_by5 & (mv % pow5 == 0)
+    vm_zeros |= small & ~mv_by5 & accept_bounds & (mm % pow5 == 0)
+    vp -= (small & ~mv_by5 & ~accept_bounds & (mp % pow5 == 0)).astype(np.uint64)
+    # e2 < 0
+    tiny_q = ~positive & (q <= 1)
+    vr_zeros |= tiny_q
+    vm_zeros |= tiny_q & accept_bounds & mm_shift
+    vp -= (tiny_q & ~accept_bounds).astype(np.uint64)
+    mid_q = ~positive & (q > 1) & (q < 31)
+    low_bits = (np.uint64(1) << np.clip(q - 1, 0, 62).astype(np.uint64)) - np.uint64(1)
+    vr_zeros |= mid_q & ((mv & low_bits) == 0)
+
+    removed = np.zeros(len(bits), np.int64)
+    # Remove digits while the bounds still differ above the last digit.  Every element
+    # runs the general loop; with both "trailing zeros" flags false it is the common one.
+    active = np.flatnonzero(vp // 10 > vm // 10)
+    while len(active):
+        vm_a, vr_a = vm[active], vr[active]
+        vm_zeros[active] &= vm_a % 10 == 0
+        vr_zeros[active] &= last[active] == 0
+        last[active] = vr_a % 10
+        vr[active] = vr_a // 10
+        vp[active] //= 10
+        vm[active] = vm_a // 10
+        removed[active] += 1
+        active = active[vp[active] // 10 > vm[active] // 10]
+    active = np.flatnonzero(vm_zeros & (vm % 10 == 0))
+    while len(active):
+        vr_zeros[active] &= last[active] == 0
+        last[active] = vr[active] % 10
+        vr[active] //= 10
+        vp[active] //= 10
+        vm[active] //= 10
+        removed[active] += 1
+        active = active[vm[active] % 10 == 0]
+    last = np.where(vr_zeros & (last == 5) & (vr % 2 == 0), 4, last)
+    round_up = ((vr == vm) & (~accept_bounds | ~vm_zeros)) | (last >= 5)
+    digits = vr + round_up.astype(np.uint64)
+    exponent = tables["e10"][field] + removed
+    # rounding up can leave trailing zeros (19 -> 20): the text never shows them
+    active = np.flatnonzero(digits % 10 == 0)
+    while len(active):
+        digits[active] //= 10
+        exponent[active] += 1
+        active = active[digits[active] % 10 == 0]
+    return digits, exponent
+
+
+# numpy prints a float32 positionally when 1e-4 <= |v| < 1e6, in scientific notation
+# otherwise; this module lays out the positional texts (and zeros) itself and leaves rows
+# with any other value (and NaN or infinity) to numpy.
+POSITIONAL_RANGE = (1e-4, 1e6)
+_FRACTION_DIGITS = 12  # 1e-4 with 9 significant digits needs 12 decimals
+_SLOT = 16  # the longest text, "-0.000123456789", and a comma
+# Per value, a source row of 20 bytes: the value times 10**decimals as 16 zero-padded
+# digits, then "-", ".", "," and a zero byte; a layout picks the text's bytes from it.
+_SOURCE = 20
+_QUADS = np.array([f"{index:04d}" for index in range(10000)], "S4").view(np.uint32)
+_MARKS = np.frombuffer(b"-.,\0", np.uint32)[0]
+_MINUS, _POINT, _COMMA, _NOTHING = 16, 17, 18, 19
+_DIGITS_MAX_TEXT = 13
+
+
+@functools.lru_cache(maxsize=1)
+def _layouts() -> np.ndarray:
+    """Source positions of the 16 text bytes for each (sign, integer digits, decimals).
+
+    A value with ``whole`` integer digits and ``decimals`` decimals, scaled to the
+    integer ``v = |value| * 10**decimals``, prints as the last ``whole + decimals``
+    digits of ``v`` with a point before the last ``decimals``.  Unused bytes are zero
+    bytes, dropped from the output.
+    """
+    table = np.full((2, 7, _FRACTION_DIGITS + 1, _SLOT), _NOTHING, np.intp)
+    for sign in (0, 1):
+        for whole in range(1, 7):
+            for decimals in range(1, _FRACTION_DIGITS + 1):
+                if whole + decimals > _DIGITS_MAX_TEXT:
+                    continue  # never printed: at most 9 digits, or "0." and 12 decimals
+                first = 16 - whole - decimals
+                text = [_MINUS] * sign + list(range(first, 16 - decimals)) + [_POINT] \
+                    + list(range(16 - decimals, 16)) + [_COMMA]
+                table[sign, whole, decimals, :len(text)] = text
+    return table.reshape(-1, _SLOT)
+
+
+def float32_text(values: np.ndarray) -> list[str]:
+    """Each row of ``values`` as ``",".join(str(numpy.float32(v)) for v in row)``.
+
+    Parameters
+    ----------
+    values : np.ndarray [shape=(rows, n)]
+        Converted to float32.
+
+    Returns
+    -------
+    list of str
+        One comma-separated line (without a newline) per row.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    rows, width = values.shape
+    flat = values.ravel()
+    with np.errstate(invalid="ignore"):
+        size = np.abs(flat).astype(np.float64)  # compared exactly, as numpy does
+    plain = (size >= POSITIONAL_RANGE[0]) & (size < POSITIONAL_RANGE[1])
+    other = ~plain & (size != 0)  # scientific, NaN, infinite: numpy prints those rows
+    chosen = np.flatnonzero(plain)
+    digits, exponent = shortest_digits(flat[chosen])
+    count = np.ones(len(digits), np.int64)  # number of significant digits
+    for power in range(1, _DIGITS):
+        count += digits >= 10 ** power
+    leading = exponent + count - 1  # decimal exponent of the first digit
+    whole = np.ones(len(flat), np.intp)
+    decimals = np.ones(len(flat), np.intp)
+    whole[chosen] = np.maximum(leading + 1, 1)
+    decimals[chosen] = np.maximum(count - 1 - leading, 1)
+    # |value| * 10**decimals: an integer below 1e13, exact in uint64
+    scaled = np.zeros(len(flat), np.uint64)
+    scaled[chosen] = digits * np.uint64(10) ** (exponent + decimals[chosen]).astype(np.uint64)
+
+    source = np.empty((len(flat), _SOURCE // 4), np.uint32)
+    source[:, 0] = _QUADS[scaled // 10 ** 12]
+    source[:, 1] = _QUADS[(scaled // 10 ** 8) % 10 ** 4]
+    source[:, 2] = _QUADS[(scaled // 10 ** 4) % 10 ** 4]
+    source[:, 3] = _QUADS[scaled % 10 ** 4]
+    source[:, 4] = _MARKS
+    kind = (np.signbit(flat) * 7 + whole) * (_FRACTION_DIGITS + 1) + decimals
+    layout = _layouts()[kind]
+    layout += np.arange(0, len(flat) * _SOURCE, _SOURCE)[:, None]
+    text = source.view(np.uint8).ravel().take(layout)
+    lines = text.reshape(rows, width * _SLOT)
+    odd_rows = other.reshape(rows, width).any(axis=1)
+    return [",".join(row.astype(str).tolist()) if odd else line[line != 0].tobytes()
+            .decode("ascii")[:-1] for line, row, odd in zip(lines, values, odd_rows)]
