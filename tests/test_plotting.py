@@ -102,3 +102,29 @@ def test_cached_filter_banks_give_librosas_results(sr, nfft, ylim, nmel):
         np.testing.assert_array_equal(
             spectral_matrix(signal, sr, mode="chroma", nfft=nfft, ylim=ylim),
             librosa.feature.chroma_stft(S=power, sr=sr))
+
+
+@pytest.mark.parametrize("length,nfft,dtype", [(512, 512, np.float32), (16000, 512, np.float32),
+                                               (22050, 1024, np.float64),
+                                               (300000, 256, np.float32)])
+def test_stft_is_librosas_bit_for_bit(length, nfft, dtype):
+    """The STFT with a cached window: librosa's numbers, dtype and memory layout.
+
+    300000 samples at nfft 256 make librosa split the frames into blocks.
+    """
+    from deep_spectrum_extractor.images.spectral import limited_stft
+
+    signal = np.random.default_rng(length).standard_normal(length).astype(dtype)
+    expected = librosa.stft(signal, n_fft=nfft, hop_length=nfft // 2, center=False)
+    got = limited_stft(signal, 16000, nfft, None)
+    assert got.dtype == expected.dtype and got.flags.f_contiguous == expected.flags.f_contiguous
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_stft_rejects_non_finite_audio_like_librosa():
+    from deep_spectrum_extractor.images.spectral import limited_stft
+
+    signal = np.ones(1024, np.float32)
+    signal[5] = np.nan
+    with pytest.raises(librosa.util.exceptions.ParameterError, match="not finite"):
+        limited_stft(signal, 16000, 512, None)

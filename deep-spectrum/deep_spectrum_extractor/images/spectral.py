@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ParameterError
 
 DELTA_WIDTH = 9  # librosa.feature.delta's default
+_PAIR = ["einsum_path", (0, 1)]  # what optimize=True finds for two operands
 
 
 def stft_frames(n_samples: int, nfft: int) -> int:
@@ -47,7 +48,12 @@ def delta_width(n_frames: int) -> int:
 
 def limited_stft(samples: np.ndarray, sample_rate: int, nfft: int,
                  ylim: int | None) -> np.ndarray:
-    """Complex STFT with the rows above ``ylim`` Hz removed."""
+    """Complex STFT with the rows above ``ylim`` Hz removed.
+
+    ``librosa.stft(samples, n_fft=nfft, hop_length=nfft // 2, center=False)`` step by
+    step -- the same Hann window, frames, FFT function, blocks and output layout, so the
+    same numbers -- with the window built once per FFT size instead of once per chunk.
+    """
     import librosa
 
     if ylim:
@@ -56,10 +62,32 @@ def limited_stft(samples: np.ndarray, sample_rate: int, nfft: int,
             raise ParameterError(f"-ylim={ylim} keeps {rows} frequency row(s) at {sample_rate} "
                                  f"Hz with nfft {nfft}; a plot needs at least 2: raise -ylim "
                                  "or -nfft")
-    stft = librosa.stft(samples, n_fft=nfft, hop_length=nfft // 2, center=False)
+    librosa.util.valid_audio(samples)
+    if nfft > samples.shape[-1]:
+        raise ParameterError(f"n_fft={nfft} is too large for uncentered analysis of input "
+                             f"signal of length={samples.shape[-1]}")
+    frames = librosa.util.frame(samples, frame_length=nfft, hop_length=nfft // 2)
+    stft = np.zeros((1 + nfft // 2, frames.shape[-1]),
+                    dtype=librosa.util.dtype_r2c(samples.dtype), order="F")
+    window = hann_window(nfft)
+    fft = librosa.get_fftlib()
+    block = max(int(librosa.util.MAX_MEM_BLOCK // (frames.shape[0] * frames.itemsize)), 1)
+    for first in range(0, frames.shape[-1], block):
+        last = min(first + block, frames.shape[-1])
+        stft[:, first:last] = fft.rfft(window * frames[:, first:last], axis=-2)
     if ylim:
         stft = stft[:rows, :]
     return stft
+
+
+@functools.lru_cache(maxsize=16)
+def hann_window(nfft: int) -> np.ndarray:
+    """The periodic Hann window ``librosa.stft`` uses, as a column (read-only)."""
+    import scipy.signal
+
+    window = scipy.signal.get_window("hann", nfft, fftbins=True).reshape(-1, 1)
+    window.flags.writeable = False
+    return window
 
 
 def spectral_matrix(samples: np.ndarray, sample_rate: int, *, mode: str, nfft: int,
@@ -97,13 +125,14 @@ def spectral_matrix(samples: np.ndarray, sample_rate: int, *, mode: str, nfft: i
         if mode == "mel":
             # librosa.feature.melspectrogram(S=power, sr=sample_rate, n_mels=nmel)
             basis = mel_filter_bank(sample_rate, n_fft, nmel)
-            mel = np.einsum("...ft,mf->...mt", power, basis, optimize=True)
+            # librosa's contraction; with two operands its path is always (0, 1)
+            mel = np.einsum("...ft,mf->...mt", power, basis, optimize=_PAIR)
             return librosa.power_to_db(_delta(mel, delta), ref=np.max, top_db=None)
         if mode == "chroma":
             # librosa.feature.chroma_stft(S=power, sr=sample_rate)
             tuning = librosa.estimate_tuning(S=power, sr=sample_rate, bins_per_octave=12)
             basis = chroma_filter_bank(sample_rate, n_fft, float(tuning))
-            raw = np.einsum("cf,...ft->...ct", basis, power, optimize=True)
+            raw = np.einsum("cf,...ft->...ct", basis, power, optimize=_PAIR)
             chroma = librosa.util.normalize(raw, norm=np.inf, axis=-2)
             return _delta(chroma, delta)
     raise ValueError(f"unknown mode {mode!r}")
