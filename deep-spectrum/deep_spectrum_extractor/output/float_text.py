@@ -22,6 +22,7 @@ _BIAS = 127
 _POW5_INV_BITCOUNT = 59
 _POW5_BITCOUNT = 61
 _DIGITS = 9  # a float32 never needs more significant digits
+_POW10 = 10.0 ** np.arange(12)
 
 
 def _pow5bits(e: int) -> int:
@@ -144,20 +145,35 @@ def shortest_digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low_bits = (np.uint64(1) << np.clip(q - 1, 0, 62).astype(np.uint64)) - np.uint64(1)
     vr_zeros |= mid_q & ((mv & low_bits) == 0)
 
-    removed = np.zeros(len(bits), np.int64)
-    # Remove digits while the bounds still differ above the last digit.  Every element
-    # runs the general loop; with both "trailing zeros" flags false it is the common one.
-    active = np.flatnonzero(vp // 10 > vm // 10)
+    # Remove digits while the bounds still differ above the last digit: ``removed`` is
+    # the largest r with vp // 10**r > vm // 10**r (true for every smaller r, and at
+    # least for the number of digits of vp - vm, less one).  The bounds are below 2**32,
+    # so float64 quotients of them by powers of ten floor to the exact integer ones.
+    removed = np.zeros(len(bits), np.intp)
+    for power in range(1, 10):
+        removed += vp - vm >= np.uint64(10 ** power)
+    high, low = vp.astype(np.float64), vm.astype(np.float64)
+    more = np.floor(high / _POW10[removed + 1]) > np.floor(low / _POW10[removed + 1])
+    removed += more
+    active = np.flatnonzero(more)
     while len(active):
-        vm_a, vr_a = vm[active], vr[active]
-        vm_zeros[active] &= vm_a % 10 == 0
-        vr_zeros[active] &= last[active] == 0
-        last[active] = vr_a % 10
-        vr[active] = vr_a // 10
-        vp[active] //= 10
-        vm[active] = vm_a // 10
+        step = _POW10[removed[active] + 1]
+        more = np.floor(high[active] / step) > np.floor(low[active] / step)
+        active = active[more]
         removed[active] += 1
-        active = active[vp[active] // 10 > vm[active] // 10]
+    middle = vr.astype(np.float64)
+    scale = _POW10[removed]
+    kept = np.floor(middle / scale)
+    finer = np.floor(middle / _POW10[np.maximum(removed - 1, 0)])
+    some = removed > 0
+    # the general loop's flags: every removed digit of vm zero; every removed digit of vr
+    # but the last (and the digit dropped before) zero; and the last removed digit
+    vm_zeros &= low == np.floor(low / scale) * scale
+    vr_zeros &= ~some | ((last == 0) & (middle == finer * _POW10[np.maximum(removed - 1, 0)]))
+    last = np.where(some, (finer - kept * 10).astype(np.uint64), last)
+    vr = kept.astype(np.uint64)
+    vp = np.floor(high / scale).astype(np.uint64)
+    vm = np.floor(low / scale).astype(np.uint64)
     active = np.flatnonzero(vm_zeros & (vm % 10 == 0))
     while len(active):
         vr_zeros[active] &= last[active] == 0
@@ -180,41 +196,52 @@ def shortest_digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return digits, exponent
 
 
-# numpy prints a float32 positionally when 1e-4 <= |v| < 1e6, in scientific notation
-# otherwise; this module lays out the positional texts (and zeros) itself and leaves rows
-# with any other value (and NaN or infinity) to numpy.
+# numpy prints a float32 positionally when 1e-4 <= |v| < 1e6 ("0.00012", "999999.94"),
+# in scientific notation otherwise ("1e-05", "-1.2345678e+20"); "nan", "inf" and "-inf"
+# are left to numpy (a row holding one is formatted by numpy).
 POSITIONAL_RANGE = (1e-4, 1e6)
 _FRACTION_DIGITS = 12  # 1e-4 with 9 significant digits needs 12 decimals
-_SLOT = 16  # the longest text, "-0.000123456789", and a comma
-# Per value, a source row of 20 bytes: the value times 10**decimals as 16 zero-padded
-# digits, then "-", ".", "," and a zero byte; a layout picks the text's bytes from it.
-_SOURCE = 20
+_SLOT = 16  # the longest texts, "-0.000123456789" and "-1.2345678e-05", and a comma
+# Per value, a source row of 24 bytes: 16 zero-padded digits (the value times
+# 10**decimals, or its significant digits), "-", ".", ",", a zero byte, and the
+# exponent ("e-05"); a layout picks the text's bytes from it, zero bytes are dropped.
+_SOURCE = 24
 _QUADS = np.array([f"{index:04d}" for index in range(10000)], "S4").view(np.uint32)
 _MARKS = np.frombuffer(b"-.,\0", np.uint32)[0]
-_MINUS, _POINT, _COMMA, _NOTHING = 16, 17, 18, 19
-_DIGITS_MAX_TEXT = 13
+_MINUS, _POINT, _COMMA, _NOTHING, _EXPONENT = 16, 17, 18, 19, 20
+_MIN_EXPONENT, _MAX_EXPONENT = -46, 39
+_EXPONENTS = np.array([f"e{power:+03d}" for power in range(_MIN_EXPONENT, _MAX_EXPONENT + 1)],
+                      "S4").view(np.uint32)
+_POSITIONAL_KINDS = 2 * 7 * (_FRACTION_DIGITS + 1)  # sign, integer digits, decimals
 
 
 @functools.lru_cache(maxsize=1)
 def _layouts() -> np.ndarray:
-    """Source positions of the 16 text bytes for each (sign, integer digits, decimals).
+    """Source positions of the 16 text bytes for every kind of text.
 
-    A value with ``whole`` integer digits and ``decimals`` decimals, scaled to the
-    integer ``v = |value| * 10**decimals``, prints as the last ``whole + decimals``
-    digits of ``v`` with a point before the last ``decimals``.  Unused bytes are zero
-    bytes, dropped from the output.
+    Positional kinds ``(sign * 7 + whole) * 13 + decimals``: a value with ``whole``
+    integer digits and ``decimals`` decimals, scaled to the integer
+    ``v = |value| * 10**decimals``, prints as the last ``whole + decimals`` digits of
+    ``v`` with a point before the last ``decimals``.  Scientific kinds
+    ``182 + sign * 10 + n``: the first of ``n`` significant digits, a point and the
+    others if there are any, then the exponent.
     """
-    table = np.full((2, 7, _FRACTION_DIGITS + 1, _SLOT), _NOTHING, np.intp)
+    positional = np.full((2, 7, _FRACTION_DIGITS + 1, _SLOT), _NOTHING, np.intp)
+    scientific = np.full((2, _DIGITS + 1, _SLOT), _NOTHING, np.intp)
     for sign in (0, 1):
         for whole in range(1, 7):
             for decimals in range(1, _FRACTION_DIGITS + 1):
-                if whole + decimals > _DIGITS_MAX_TEXT:
+                if sign + whole + decimals + 2 > _SLOT:
                     continue  # never printed: at most 9 digits, or "0." and 12 decimals
-                first = 16 - whole - decimals
-                text = [_MINUS] * sign + list(range(first, 16 - decimals)) + [_POINT] \
-                    + list(range(16 - decimals, 16)) + [_COMMA]
-                table[sign, whole, decimals, :len(text)] = text
-    return table.reshape(-1, _SLOT)
+                text = [_MINUS] * sign + list(range(16 - whole - decimals, 16 - decimals)) \
+                    + [_POINT] + list(range(16 - decimals, 16)) + [_COMMA]
+                positional[sign, whole, decimals, :len(text)] = text
+        for n in range(1, _DIGITS + 1):
+            text = [_MINUS] * sign + [16 - n] + ([_POINT] + list(range(17 - n, 16)) if n > 1
+                                                 else [])
+            text += list(range(_EXPONENT, _EXPONENT + 4)) + [_COMMA]
+            scientific[sign, n, :len(text)] = text
+    return np.concatenate([positional.reshape(-1, _SLOT), scientific.reshape(-1, _SLOT)])
 
 
 def float32_text(values: np.ndarray) -> list[str]:
@@ -233,23 +260,34 @@ def float32_text(values: np.ndarray) -> list[str]:
     values = np.asarray(values, dtype=np.float32)
     rows, width = values.shape
     flat = values.ravel()
-    with np.errstate(invalid="ignore"):
-        size = np.abs(flat).astype(np.float64)  # compared exactly, as numpy does
-    plain = (size >= POSITIONAL_RANGE[0]) & (size < POSITIONAL_RANGE[1])
-    other = ~plain & (size != 0)  # scientific, NaN, infinite: numpy prints those rows
-    chosen = np.flatnonzero(plain)
-    digits, exponent = shortest_digits(flat[chosen])
+    finite = np.isfinite(flat)
+    chosen = np.flatnonzero(finite & (flat != 0))
+    chosen_values = flat[chosen]
+    digits, exponent = shortest_digits(chosen_values)
     count = np.ones(len(digits), np.int64)  # number of significant digits
     for power in range(1, _DIGITS):
         count += digits >= 10 ** power
     leading = exponent + count - 1  # decimal exponent of the first digit
-    whole = np.ones(len(flat), np.intp)
-    decimals = np.ones(len(flat), np.intp)
-    whole[chosen] = np.maximum(leading + 1, 1)
-    decimals[chosen] = np.maximum(count - 1 - leading, 1)
-    # |value| * 10**decimals: an integer below 1e13, exact in uint64
+    size = np.abs(chosen_values).astype(np.float64)  # compared exactly, as numpy does
+    plain = (size >= POSITIONAL_RANGE[0]) & (size < POSITIONAL_RANGE[1])
+
+    # zeros (+0.0 and -0.0) print as one integer digit and one decimal of 0
+    sign = np.signbit(flat).astype(np.intp)
+    kind = (sign * 7 + 1) * (_FRACTION_DIGITS + 1) + 1
     scaled = np.zeros(len(flat), np.uint64)
-    scaled[chosen] = digits * np.uint64(10) ** (exponent + decimals[chosen]).astype(np.uint64)
+    exponent_text = np.zeros(len(flat), np.uint32)
+    if len(chosen):
+        whole = np.maximum(leading + 1, 1)
+        decimals = np.maximum(count - 1 - leading, 1)
+        positional_kind = (sign[chosen] * 7 + whole) * (_FRACTION_DIGITS + 1) + decimals
+        scientific_kind = _POSITIONAL_KINDS + sign[chosen] * (_DIGITS + 1) + count
+        kind[chosen] = np.where(plain, positional_kind, scientific_kind)
+        # positional: |value| * 10**decimals, an integer below 1e13 (exact in uint64);
+        # scientific: the significant digits
+        shift = np.where(plain, exponent + decimals, 0).astype(np.uint64)
+        scaled[chosen] = digits * np.uint64(10) ** shift
+        exponent_text[chosen] = _EXPONENTS[np.clip(leading, _MIN_EXPONENT, _MAX_EXPONENT)
+                                           - _MIN_EXPONENT]
 
     source = np.empty((len(flat), _SOURCE // 4), np.uint32)
     source[:, 0] = _QUADS[scaled // 10 ** 12]
@@ -257,11 +295,12 @@ def float32_text(values: np.ndarray) -> list[str]:
     source[:, 2] = _QUADS[(scaled // 10 ** 4) % 10 ** 4]
     source[:, 3] = _QUADS[scaled % 10 ** 4]
     source[:, 4] = _MARKS
-    kind = (np.signbit(flat) * 7 + whole) * (_FRACTION_DIGITS + 1) + decimals
+    source[:, 5] = exponent_text
     layout = _layouts()[kind]
     layout += np.arange(0, len(flat) * _SOURCE, _SOURCE)[:, None]
     text = source.view(np.uint8).ravel().take(layout)
     lines = text.reshape(rows, width * _SLOT)
-    odd_rows = other.reshape(rows, width).any(axis=1)
-    return [",".join(row.astype(str).tolist()) if odd else line[line != 0].tobytes()
-            .decode("ascii")[:-1] for line, row, odd in zip(lines, values, odd_rows)]
+    odd_rows = ~finite.reshape(rows, width).all(axis=1)  # NaN or infinity: numpy's text
+    return [",".join(row.astype(str).tolist()) if odd
+            else line.tobytes().translate(None, b"\0").decode("ascii")[:-1]
+            for line, row, odd in zip(lines, values, odd_rows)]
