@@ -2,14 +2,15 @@
 
 Feature files hold each value as the shortest decimal that reads back as the same
 float32, laid out as numpy prints a float32 scalar (``0.0``, ``1.5``, ``123.0``,
-``0.00012``, ``1e-05``, ``-2.5e+16``, ``nan``, ``inf``).  numpy finds those digits with
-Dragon4 and big-number arithmetic, one value at a time: about a microsecond per value,
-more than the rest of the writer together.  Here the same digits come from the Ryu
-algorithm (Ulf Adams, "Ryu: fast float-to-string conversion", PLDI 2018), which needs
-only 64-bit integer products, run on whole arrays at once; the characters are then put
-in place with one table lookup per value.  The result is checked against numpy's own
-text by the tests (random bit patterns of every kind, every power of two, and every
-float32 of whole exponent ranges).
+``0.00012``, ``1e-05``, ``-2.5e+16``).  numpy finds those digits with Dragon4 and
+big-number arithmetic, one value at a time: about a microsecond per value, more than
+the rest of the writer together.  Here the same digits come from the Ryu algorithm (Ulf
+Adams, "Ryu: fast float-to-string conversion", PLDI 2018), which needs only 64-bit
+integer products, run on whole arrays at once; each value's characters are then picked
+from its digits by a layout table, and a row's text is joined without a Python call per
+value.  Rows holding NaN or infinity are left to numpy.  The tests compare digits and
+texts with numpy's: random bit patterns, the edge mantissas of every exponent, and a
+sweep of the exponents that numpy prints positionally.
 """
 from __future__ import annotations
 
