@@ -1,6 +1,6 @@
 """End-to-end benchmark: the original design against this project's pipeline.
 
-    python benchmarks/pipeline_benchmark.py [--files 200] [--seconds 5] [--scale 10]
+    python benchmarks/pipeline_benchmark.py [--files 200] [--seconds 5] [--scale 10] [--runs 3]
 
 Generates a corpus (``--files`` recordings of ``--seconds`` at 16 kHz in two class folders),
 builds an AlexNet-topology graph at full size with random weights, and runs each design in a
@@ -23,7 +23,9 @@ Worker processes are started and have drawn one plot, and each session has run o
 before the clock starts, for every design: both tools do that while the network loads.
 It prints chunks per second for each design and the ratio (b)/(a); the time per chunk of
 each drawing path and of both ways to compute the matrix; the inference-only throughput of
-each design's session (on as many images, right before and right after its run); how far
+each design's session (on as many images, right before and right after its run); (b) runs
+``--runs`` times, each run between its own two inference-only runs, and the median run (by
+its share of the inference rate) is reported with the others listed; how far
 (a)'s features are from (b)'s; whether (b) and (c) are byte-identical; and the peak memory
 (all processes of a run together) of the command line on the corpus and on a ``--scale``
 times larger one.
@@ -310,11 +312,12 @@ def peak_memory(corpus: Path, config: Path, output: Path, processes: int) -> tup
     return peak, time.perf_counter() - started
 
 
-def run_design(design: str, work: Path, processes: int) -> dict:
-    """One design's run in this process (a fresh one), between two inference-only runs.
+def run_design(design: str, work: Path, processes: int, runs: int = 1) -> dict:
+    """One design's ``runs`` runs in this process (a fresh one), each between two
+    inference-only runs.
 
     The session's inference-only rate is measured on as many images right before and
-    right after the run and averaged: this machine's speed drifts over minutes.
+    right after each run and averaged: this machine's speed drifts over minutes.
     """
     files = sorted((work / "corpus").rglob("*.wav"))
     model = work / "alexnet_random.pb"
@@ -323,40 +326,46 @@ def run_design(design: str, work: Path, processes: int) -> dict:
     if design == "original":
         labels = {path.name: path.parent.name for path in files}
         network = OriginalSession(model)
-        network.features(np.zeros((2, 227, 227, 3), np.uint8))  # Grappler's first-run work
-        pool = start_original_pool(processes)
-        before = inference_rate(network, rows)
-        started = time.perf_counter()
-        done = run_original(files, network, output, pool, labels)
     else:
         from deep_spectrum_extractor.backend.extractor import FrozenGraphExtractor
 
         network = FrozenGraphExtractor(model, "fc7")
-        network.features(np.zeros((2, 227, 227, 3), np.uint8))
         renderer = "matplotlib" if design == "matplotlib" else "numpy"
-        workers = start_default_workers(processes, renderer)
         job = default_job(files, model, processes, renderer)
+    network.features(np.zeros((2, 227, 227, 3), np.uint8))  # the session's first-run work
+    measured = []
+    for _ in range(runs):
+        if design == "original":
+            pool = start_original_pool(processes)
+        else:
+            workers = start_default_workers(processes, renderer)  # a run shuts them down
         before = inference_rate(network, rows)
         started = time.perf_counter()
-        done = run_default(files, network, output, workers, job)
-    seconds = time.perf_counter() - started
-    after = inference_rate(network, rows)
+        if design == "original":
+            done = run_original(files, network, output, pool, labels)
+        else:
+            done = run_default(files, network, output, workers, job)
+        seconds = time.perf_counter() - started
+        after = inference_rate(network, rows)
+        measured.append({"rate": done / seconds, "seconds": seconds,
+                         "inference": [before, after],
+                         "share": done / seconds / ((before + after) / 2)})
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
 
-    return {"rows": done, "seconds": seconds, "inference": (before + after) / 2,
-            "inference_runs": [before, after],
+    middle = sorted(measured, key=lambda run: run["share"])[len(measured) // 2]
+    return {"rows": done, "runs": measured, "median": middle,
             "onednn": bool(_pywrap_util_port.IsMklEnabled()), "tensorflow": tf.__version__}
 
 
-def _run_child(design: str, work: Path, processes: int) -> dict:
+def _run_child(design: str, work: Path, processes: int, runs: int = 1) -> dict:
     """``run_design`` in a new interpreter: each design gets TensorFlow as it sets it up."""
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if design == "original":
         environment.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default
     result = subprocess.run([sys.executable, __file__, "--design", design, "--work", str(work),
-                             "--np", str(processes)], env=environment, capture_output=True,
-                            text=True)
+                             "--np", str(processes), "--runs", str(runs)], env=environment,
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"design {design} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -378,12 +387,15 @@ def main(argv=None) -> None:
     parser.add_argument("--np", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--memory-only", action="store_true",
                         help="only the peak-memory measurement")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs of (b), each between two inference-only runs; the median "
+                        "is reported")
     parser.add_argument("--design", choices=("original", "default", "matplotlib"),
                         help=argparse.SUPPRESS)  # internal: one design's run
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.design:
-        print(json.dumps(run_design(args.design, args.work, args.np)))
+        print(json.dumps(run_design(args.design, args.work, args.np, args.runs)))
         return
 
     from deep_spectrum_extractor.backend.alexnet import (FULL_WIDTHS, build_alexnet_graph,
@@ -402,18 +414,19 @@ def main(argv=None) -> None:
             print(f"corpus: {len(files)} files x {args.seconds:g} s at {SAMPLE_RATE} Hz, "
                   f"-t 1 0.5, mode mel; AlexNet topology, full size, random weights; "
                   f"-np {args.np}; {os.cpu_count()} CPU cores", flush=True)
-            runs = {design: _run_child(design, tmp, args.np)
+            runs = {design: _run_child(design, tmp, args.np, args.runs if design == "default"
+                                       else 1)
                     for design in ("original", "default", "matplotlib")}
             a, b, c = runs["original"], runs["default"], runs["matplotlib"]
             assert a["rows"] == b["rows"] == c["rows"], runs
             kernels = {True: "oneDNN", False: "Eigen"}
-            rate = {design: run["rows"] / run["seconds"] for design, run in runs.items()}
+            rate = {design: run["median"]["rate"] for design, run in runs.items()}
             for label, design, text in (("(a) original design ", "original", "matplotlib, "),
                                         ("(b) this project    ", "default", "direct, "),
                                         ("(c) (b), -renderer matplotlib", "matplotlib",
                                          "matplotlib, ")):
                 run = runs[design]
-                print(f"{label}: {run['rows']} chunks in {run['seconds']:6.1f} s = "
+                print(f"{label}: {run['rows']} chunks in {run['median']['seconds']:6.1f} s = "
                       f"{rate[design]:6.1f} chunks/s  ({text}{kernels[run['onednn']]} kernels)")
             print(f"end-to-end speed-up (b)/(a): {rate['default'] / rate['original']:.2f}x")
             step = render_times(files)
@@ -424,12 +437,18 @@ def main(argv=None) -> None:
                   f"{step['matplotlib'] / step['direct']:.0f}x")
             print(f"matrix per chunk: 2018 {step['2018 matrix'] * 1e3:.2f} ms, cached "
                   f"{step['cached matrix'] * 1e3:.2f} ms")
-            before_after = {design: ", ".join(f"{value:.1f}" for value in run["inference_runs"])
+            before_after = {design: ", ".join(f"{value:.1f}" for value in
+                                              run["median"]["inference"])
                             for design, run in runs.items()}
             print("inference only (same images, before and after the run): (a)'s session "
                   f"{before_after['original']} images/s, (b)'s {before_after['default']}"
-                  f" images/s; (b) reaches {100 * rate['default'] / b['inference']:.0f}% of "
-                  "its session's mean rate")
+                  f" images/s; (b) reaches {100 * b['median']['share']:.0f}% of its "
+                  "session's mean rate")
+            if len(b["runs"]) > 1:
+                print(f"(b) in each of {len(b['runs'])} runs: " + "; ".join(
+                    f"{run['rate']:.1f} chunks/s, {100 * run['share']:.0f}% of inference "
+                    f"({run['inference'][0]:.1f}, {run['inference'][1]:.1f} images/s)"
+                    for run in b["runs"]) + " (the median run is reported above)")
             identical = (tmp / "default.csv").read_bytes() == (tmp / "matplotlib.csv").read_bytes()
             print(f"features of (b) and (c) byte-identical: {identical}")
             difference = np.abs(_feature_values(tmp / "original.csv")
