@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .audio import InMemoryAudio, chunk_signal, default_nfft, read_audio
+from .audio import Chunk, InMemoryAudio, chunk_signal, default_nfft, read_audio
 from .errors import AudioError, DeepSpectrumError
 from .images import min_chunk_length, plot_matrix, spectral_matrix
 from .settings import FeatureSettings, RunOptions
@@ -217,12 +217,7 @@ def _init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy
         nfft = settings.nfft or default_nfft(sample_rate)
         length = 2 * min_chunk_length(nfft, settings.delta)
         noise = np.random.default_rng(0).standard_normal(length).astype(np.float32)
-        matrix = spectral_matrix(noise, sample_rate, mode=settings.mode,
-                                 nfft=nfft, ylim=settings.ylim, delta=settings.delta,
-                                 nmel=settings.nmel)
-        _drawing_function(renderer)(matrix, sample_rate=sample_rate, nfft=nfft,
-                                    scale=settings.plot_scale, cmap=settings.cmap,
-                                    size=settings.size, ylim=settings.ylim)
+        render_chunks([Chunk(noise, None, 0)], sample_rate, nfft, settings, renderer=renderer)
     except Exception:  # noqa: BLE001  only a warm-up: real files report their own errors
         pass
 

@@ -60,7 +60,7 @@ def format_features(features: np.ndarray) -> list[str]:
     A value is written as ``str(numpy.float32(value))``: the shortest text that reads back
     as the same float32 (see :mod:`.float_text`, which computes it for whole arrays).
     """
-    return float32_text(np.asarray(features, dtype=np.float32))
+    return float32_text(features)
 
 
 def _csv_field(value: str) -> str:
