@@ -114,7 +114,7 @@ def main(argv=None) -> None:
     from deep_spectrum_extractor.backend.alexnet import (FULL_WIDTHS, SMALL_WIDTHS,
                                                          build_alexnet_graph,
                                                          random_alexnet_weights)
-    from deep_spectrum_extractor.backend.convention import write_graph_def
+    from deep_spectrum_extractor.backend.graph_io import write_graph_def
     from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 
     settings = FeatureSettings(mode="mel", window=Decimal(1), hop=Decimal("0.5"))

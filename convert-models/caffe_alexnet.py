@@ -756,7 +756,7 @@ def convert_caffe_alexnet(caffemodel: str | os.PathLike, output: str | os.PathLi
     CaffeConversionError
         See :func:`load_caffe_alexnet`; also if the output cannot be written.
     """
-    from deep_spectrum_extractor.backend.convention import write_graph_def
+    from deep_spectrum_extractor.backend.graph_io import write_graph_def
 
     network = load_caffe_alexnet(caffemodel, prototxt)
     graph_def = alexnet.build_alexnet_graph(network.weights)

@@ -59,7 +59,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deep_spectrum_extractor.backend.convention import INPUT_NAME, layer_names, write_graph_def
+from deep_spectrum_extractor.backend.convention import INPUT_NAME, layer_names
+from deep_spectrum_extractor.backend.graph_io import write_graph_def
 from deep_spectrum_extractor.errors import ModelError
 
 __all__ = [

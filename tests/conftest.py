@@ -41,7 +41,7 @@ def write_wav(path: Path, signal: np.ndarray, sample_rate: int = 16000, subtype=
 def small_model(tmp_path_factory) -> Path:
     """AlexNet's topology with few channels and random weights, as a frozen .pb."""
     from deep_spectrum_extractor.backend.alexnet import build_alexnet_graph, random_alexnet_weights
-    from deep_spectrum_extractor.backend.convention import write_graph_def
+    from deep_spectrum_extractor.backend.graph_io import write_graph_def
 
     path = tmp_path_factory.mktemp("model") / "small.pb"
     return write_graph_def(build_alexnet_graph(random_alexnet_weights(seed=1)), path)

@@ -13,10 +13,7 @@ tensor ``extractor/fc7/fc7:0``.  Layers are discovered with :data:`LAYER_PATTERN
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from pathlib import Path
 
 INPUT_NAME = "input"
 IMPORT_PREFIX = "extractor"
@@ -39,21 +36,3 @@ def layer_names(op_names) -> list[str]:
         if match:
             found.add(match.group(1))
     return sorted(found)
-
-
-def write_graph_def(graph_def, path: str | os.PathLike) -> Path:
-    """Serialise a GraphDef to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(graph_def.SerializeToString())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

