@@ -8,18 +8,28 @@ import numpy as np
 
 from ..errors import ModelError
 from .convention import IMPORT_PREFIX, INPUT_NAME, layer_names
-from .graph_safety import check_graph_ops
+from . import graph_safety
+from .graph_safety import check_graph_ops, check_graph_sizes, format_bytes
 from .tf import tensorflow
 
 
 def read_graph_def(path: str | os.PathLike):
-    """Parse a ``.pb`` file into a GraphDef, with a ModelError naming the file on failure."""
+    """Parse a ``.pb`` file into a checked GraphDef, with a ModelError naming the file on failure.
+
+    The graph's ops (:func:`~.graph_safety.check_graph_ops`) and the sizes of its
+    tensors (:func:`~.graph_safety.check_graph_sizes`) are checked here, before anything
+    imports the graph into TensorFlow; a file larger than the machine's memory is not read.
+    """
     from google.protobuf.message import DecodeError
     tf = tensorflow()
 
     path = Path(path)
     graph_def = tf.compat.v1.GraphDef()
     try:
+        size, limit = path.stat().st_size, graph_safety.memory_limit()
+        if limit is not None and size > limit:
+            raise ModelError(f"model file {path} is refused: it is {format_bytes(size)}, more "
+                             f"than this machine's {format_bytes(limit)} of memory")
         graph_def.ParseFromString(path.read_bytes())
     except OSError as exc:
         raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
@@ -28,6 +38,7 @@ def read_graph_def(path: str | os.PathLike):
     if not any(node.name == INPUT_NAME for node in graph_def.node):
         raise ModelError(f"model file {path} has no placeholder named {INPUT_NAME!r}")
     check_graph_ops(graph_def, str(path))
+    check_graph_sizes(graph_def, str(path))
     return graph_def
 
 
@@ -72,7 +83,11 @@ class FrozenGraphExtractor:
         _configure_devices(tf, gpu)
         self.graph = tf.Graph()
         with self.graph.as_default():
-            tf.compat.v1.import_graph_def(graph_def, name=IMPORT_PREFIX)
+            try:
+                tf.compat.v1.import_graph_def(graph_def, name=IMPORT_PREFIX)
+            except ValueError as exc:  # an inconsistent graph: a problem of the file
+                raise ModelError(f"model file {self.model_path} is not a valid graph: "
+                                 f"{str(exc).splitlines()[0]}") from exc
             self._input = self.graph.get_tensor_by_name(f"{IMPORT_PREFIX}/{INPUT_NAME}:0")
             output = self.graph.get_tensor_by_name(f"{IMPORT_PREFIX}/{layer}/{layer}:0")
             self._output = tf.reshape(output, [tf.shape(output)[0], -1])
