@@ -1,9 +1,27 @@
-"""Worker processes: the warm-up plot they draw while the network loads."""
+"""Worker processes: their warm-up plot, and that they never hang nor outlive a run.
+
+The signal tests run the command in a session of its own, as a terminal runs it in a
+process group of its own: Ctrl-C there sends SIGINT to the whole group, workers included.
+"""
+import concurrent.futures
+import gc
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
 import pytest
 
+from conftest import tone, write_wav
 from deep_spectrum_extractor import pipeline
+from deep_spectrum_extractor.cli.deepspectrum import _ordered_map
 from deep_spectrum_extractor.images.spectral import mel_filter_bank
 from deep_spectrum_extractor.settings import FeatureSettings
+from deep_spectrum_extractor.workers import WorkerPool
 
 
 @pytest.mark.parametrize("renderer", ["numpy", "matplotlib"])
@@ -20,6 +38,328 @@ def test_warm_up_draws_one_plot_with_the_run_settings(options, renderer):
         assert mel_filter_bank.cache_info().hits == 1
 
 
-def test_warm_up_never_fails_a_run():
-    # -ylim 10 keeps no frequency row at 16 kHz: the warm-up fails quietly, real files say why
-    pipeline._init_worker(FeatureSettings(mode="spectrogram", ylim=10), "numpy")
+def test_warm_up_never_fails_a_run(tmp_path):
+    # -ylim 10 keeps no frequency row at 16 kHz: the warm-up cannot plot, quietly, and the
+    # workers go on to tell for each file why it is skipped
+    settings = FeatureSettings(mode="spectrogram", ylim=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipeline._init_worker(settings, "numpy")
+    path = write_wav(tmp_path / "a.wav", tone(1.0))
+    pool = pipeline.start_workers(2, settings)
+    try:
+        segments = [pool.submit(pipeline.render_segment, path, Path("a.wav"), 0, 0, settings,
+                                8, pipeline.ExtraOutput()) for _ in range(4)]
+        for future in segments:
+            assert "-ylim=10" in future.result(timeout=60).error
+    finally:
+        pool.shutdown()
+
+
+def test_warm_up_reports_what_is_not_a_bad_setting(monkeypatch):
+    def broken(*args, **kwargs):
+        raise TypeError("a programming error")
+
+    monkeypatch.setattr(pipeline, "render_chunks", broken)
+    with pytest.warns(RuntimeWarning, match="warm-up.*TypeError: a programming error"):
+        pipeline._init_worker(FeatureSettings(mode="mel"), "numpy")
+    monkeypatch.setattr(pipeline, "render_chunks", _interrupted)
+    with pytest.raises(KeyboardInterrupt):  # never swallowed either
+        pipeline._init_worker(FeatureSettings(mode="mel"), "numpy")
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+# --- the pool -----------------------------------------------------------------------------
+
+def _alive(pids) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _gone_within(pids, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not _alive(pids)
+
+
+def _sigint_disposition():
+    return signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_pool_workers_ignore_sigint_and_stop_at_once_when_abandoned():
+    pool = WorkerPool(2)
+    pool.start_all()
+    assert pool.submit(_sigint_disposition).result(timeout=60) == (signal.SIG_IGN, set())
+    workers = pool.worker_pids
+    assert len(workers) == 2
+    running = [pool.submit(time.sleep, 60) for _ in range(4)]
+    started = time.monotonic()
+    pool.abandon()
+    assert time.monotonic() - started < 0.5  # waits for nothing
+    assert _gone_within(workers, 5)
+    for future in running:  # dropped: cancelled, or failed with the pool
+        try:
+            error = future.exception(timeout=10)
+        except concurrent.futures.CancelledError:
+            continue
+        assert isinstance(error, concurrent.futures.process.BrokenProcessPool)
+
+
+def test_pool_workers_end_when_the_pool_is_dropped():
+    pool = WorkerPool(2)
+    pool.start_all()
+    pool.submit(time.sleep, 60)
+    pool.submit(os.getpid).result(timeout=60)
+    workers = pool.worker_pids
+    del pool
+    gc.collect()
+    assert _gone_within(workers, 5)
+
+
+def _square_unless(number: int, fatal: int) -> int:
+    if number == fatal:
+        os._exit(1)  # as a worker killed by the out-of-memory killer
+    time.sleep(0.05 if number < 8 else 60)
+    return number * number
+
+
+def test_ordered_map_survives_dying_workers_and_stops_at_once():
+    tasks = [(number, 3) for number in range(8)]
+    results = list(_ordered_map(_square_unless, tasks, 2))
+    assert [task for task, _ in results] == tasks  # in order
+    assert [outcome for _, outcome in results] == [
+        0, 1, 4, "the worker process drawing it died", 16, 25, 36, 49]
+
+    mapped = _ordered_map(_square_unless, [(0, -1)] + [(8, -1)] * 6, 2)
+    assert next(mapped) == ((0, -1), 0)
+    workers = [process.pid for process in multiprocessing.active_children()]
+    started = time.monotonic()
+    mapped.close()  # the caller stops with tasks running and queued
+    assert time.monotonic() - started < 0.5
+    assert _gone_within(workers, 5)
+
+
+# --- real processes, real signals ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory) -> Path:
+    """About 15 s of work for two workers and EfficientNet-Lite0 on a small machine."""
+    root = tmp_path_factory.mktemp("big")
+    for number in range(40):
+        write_wav(root / f"f{number:02d}.wav", tone(4.0, frequency=150 + 40 * number,
+                                                    seed=number))
+    return root
+
+
+@pytest.fixture(scope="module")
+def lite0_cache(tmp_path_factory) -> Path:
+    """A model cache with EfficientNet-Lite0 built (once; it builds itself offline)."""
+    cache = tmp_path_factory.mktemp("cache")
+    audio = write_wav(tmp_path_factory.mktemp("one") / "one.wav", tone(1.0))
+    result = subprocess.run(_command(audio, audio.with_suffix(".csv"), "-np", "1"),
+                            env=_environment(cache), capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    return cache
+
+
+def _command(source, output, *options) -> list[str]:
+    return [sys.executable, "-m", "deep_spectrum_extractor", "-i", str(source), "-o",
+            str(output), "-t", "1", "0.5", "-net", "efficientnet_lite0", "-batch_size", "16",
+            *options]
+
+
+def _environment(cache: Path) -> dict:
+    return dict(os.environ, DEEP_SPECTRUM_CACHE=str(cache))
+
+
+class _Session:
+    """A command started in a session of its own, with its stderr in a file to watch."""
+
+    def __init__(self, args: list[str], folder: Path, **options):
+        self.err_path = folder / "stderr.txt"
+        with open(self.err_path, "wb") as err:
+            self.process = subprocess.Popen(args, stderr=err, start_new_session=True,
+                                            cwd=folder, **options)
+
+    @property
+    def err(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def members(self) -> list[int]:
+        """Processes of the session still running (the command, workers, tracker)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as handle:
+                        fields = handle.read().rsplit(")", 1)[1].split()
+                except OSError:  # ended meanwhile
+                    continue
+                if int(fields[3]) == self.process.pid and fields[0] != "Z":
+                    found.append(int(entry))
+        return found
+
+    def workers(self) -> list[int]:
+        return [pid for pid in self.members() if b"spawn_main" in _cmdline(pid)]
+
+    def wait_until(self, condition, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, self.err
+            assert time.monotonic() < deadline, f"timed out; stderr:\n{self.err}"
+            time.sleep(0.01)
+
+    def interrupt(self, timeout: float = 60.0) -> float:
+        """Ctrl-C as a terminal sends it, to the whole group; seconds until the end."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {timeout:.0f} s after Ctrl-C; stderr:\n{self.err}")
+        return time.monotonic() - sent
+
+    def members_after(self, seconds: float) -> list[int]:
+        """The session's processes still running ``seconds`` from now, at the latest."""
+        deadline = time.monotonic() + seconds
+        while self.members() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.members()
+
+    def kill(self) -> None:
+        for pid in self.members():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _files_done(output: Path) -> int:
+    journal = output.with_name(f".{output.name}.journal")
+    return max(len(journal.read_text().splitlines()) - 1, 0) if journal.exists() else 0
+
+
+@pytest.fixture
+def command(tmp_path, big_corpus, lite0_cache):
+    """extract_ds_features with two workers on the big corpus, started."""
+    session = _Session(_command(big_corpus, tmp_path / "features.csv", "-np", "2"), tmp_path,
+                       stdout=subprocess.DEVNULL, env=_environment(lite0_cache))
+    yield session
+    session.kill()  # whatever a failed test left behind
+
+
+# Seconds a run may take to end after Ctrl-C: the network batch in progress (16 images),
+# closing the output and the interpreter's exit with TensorFlow loaded took 1.2 to 2 s
+# on two cores busy with other work.
+INTERRUPT_LIMIT = 6.0
+
+
+def _check_interrupted(session: _Session, took: float, limit: float = INTERRUPT_LIMIT):
+    assert session.process.returncode == 130, session.err
+    assert "Traceback" not in session.err and "KeyboardInterrupt" not in session.err, \
+        session.err
+    assert took < limit, f"{took:.1f} s to end after Ctrl-C"
+    assert session.members_after(3) == []  # no worker, no resource tracker left
+
+
+def test_ctrl_c_mid_run_ends_it_at_once(command, tmp_path):
+    command.wait_until(lambda: _files_done(tmp_path / "features.csv") >= 2)  # all busy
+    _check_interrupted(command, command.interrupt())
+    assert "interrupted" in command.err
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.3, 1.0])
+def test_ctrl_c_while_workers_start_prints_no_traceback(command, delay):
+    # from the first worker's first instruction (0) to its imports and warm-up plot
+    command.wait_until(command.workers)
+    time.sleep(delay)
+    _check_interrupted(command, command.interrupt())
+
+
+def test_sigterm_mid_run_ends_it_at_once(command, tmp_path):
+    command.wait_until(lambda: _files_done(tmp_path / "features.csv") >= 2)
+    command.process.send_signal(signal.SIGTERM)  # kill PID: the command alone
+    sent = time.monotonic()
+    command.process.wait(timeout=60)
+    took = time.monotonic() - sent
+    assert command.process.returncode == 143, command.err
+    assert "Traceback" not in command.err, command.err
+    assert took < INTERRUPT_LIMIT, f"{took:.1f} s to end after SIGTERM"
+    assert command.members_after(3) == []
+
+
+def test_killed_run_leaves_no_process(command, tmp_path):
+    command.wait_until(lambda: _files_done(tmp_path / "features.csv") >= 2)
+    assert len(command.workers()) == 2
+    command.process.send_signal(signal.SIGKILL)  # what a cluster's memory limit does
+    command.process.wait()
+    # the workers and multiprocessing's resource tracker end by themselves
+    assert command.members_after(5) == []
+
+
+# The pipeline with a network written in Python: while it computes it holds the GIL, so
+# the pool's thread reading results is slow and workers spend much of their time writing
+# results.  A worker interrupted there leaves half a message in the result pipe, or,
+# interrupted just after taking the result pipe's lock, keeps it forever: the pool's
+# thread then waits for the rest of a message that never comes, and the run with it (in
+# about half of these runs before workers ignored SIGINT, hence several delays).
+_STREAMING_RUN = """
+import sys, time
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from deep_spectrum_extractor.pipeline import extract_features
+from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
+
+
+class PythonNetwork:
+    def features(self, images):
+        deadline = time.perf_counter() + 0.1
+        while time.perf_counter() < deadline:
+            pass
+        return np.zeros((len(images), 4), np.float32)
+
+
+files = sorted(Path(sys.argv[1]).glob("*.wav"))
+settings = FeatureSettings(window=Decimal(1), hop=Decimal("0.5"))
+try:
+    for result in extract_features(files, settings, PythonNetwork(),
+                                   RunOptions(processes=2, batch_size=16)):
+        print(result.index, flush=True)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.3, 0.45, 0.6, 0.8])
+def test_ctrl_c_while_results_stream_never_hangs(tmp_path, big_corpus, delay):
+    session = _Session([sys.executable, "-c", _STREAMING_RUN, str(big_corpus)], tmp_path,
+                       stdout=subprocess.PIPE)
+    try:
+        assert session.process.stdout.readline(), session.err  # results are streaming
+        time.sleep(delay)
+        _check_interrupted(session, session.interrupt(timeout=20), limit=5)
+    finally:
+        session.kill()

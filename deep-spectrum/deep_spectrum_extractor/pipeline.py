@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import multiprocessing
-import os
+import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +29,7 @@ from .audio import Chunk, InMemoryAudio, chunk_signal, default_nfft, read_audio
 from .errors import AudioError, DeepSpectrumError
 from .images import min_chunk_length, plot_matrix, spectral_matrix
 from .settings import FeatureSettings, RunOptions
+from .workers import WorkerPool, abandon
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,9 @@ class _InlineExecutor:
     def shutdown(self, wait=True, cancel_futures=False):
         pass
 
+    def abandon(self):
+        pass
+
 
 def _init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy") -> None:
     """Prepare a worker: one BLAS thread (it runs beside TensorFlow) and a first plot.
@@ -204,6 +207,11 @@ def _init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy
     librosa loads its submodules lazily, so the first spectral matrix of a process costs
     about two seconds; drawing one synthetic chunk with the run's settings pays that
     (and fills the filter-bank caches) while the network loads, not on the first file.
+
+    Settings that cannot plot (DeepSpectrumError, e.g. ``-ylim`` keeping too few
+    frequency rows) are left to the real files, which report why they are skipped.  Any
+    other failure is a fault of the program: it is warned about (RuntimeWarning, on
+    stderr in a worker), and the worker goes on, as the files may still plot.
     """
     from threadpoolctl import threadpool_limits
 
@@ -218,8 +226,11 @@ def _init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy
         length = 2 * min_chunk_length(nfft, settings.delta)
         noise = np.random.default_rng(0).standard_normal(length).astype(np.float32)
         render_chunks([Chunk(noise, None, 0)], sample_rate, nfft, settings, renderer=renderer)
-    except Exception:  # noqa: BLE001  only a warm-up: real files report their own errors
+    except DeepSpectrumError:
         pass
+    except Exception as exc:  # noqa: BLE001  reported, but a warm-up must not stop a run
+        warnings.warn(f"the warm-up plot of a worker process failed ({type(exc).__name__}: "
+                      f"{exc}); this is a bug, please report it", RuntimeWarning)
 
 
 def start_workers(processes: int, settings: FeatureSettings | None = None,
@@ -230,9 +241,8 @@ def start_workers(processes: int, settings: FeatureSettings | None = None,
     start-up with loading the network; it is shut down when the extraction ends.
     """
     executor = _executor(processes, settings, renderer)
-    if isinstance(executor, concurrent.futures.ProcessPoolExecutor):
-        for _ in range(processes):
-            executor.submit(os.getpid)  # makes the pool start every worker now
+    if isinstance(executor, WorkerPool):
+        executor.start_all()
     return executor
 
 
@@ -240,10 +250,7 @@ def _executor(processes: int, settings: FeatureSettings | None = None,
               renderer: str = "numpy"):
     if processes == 1:
         return _InlineExecutor()
-    # spawn: workers start clean, never inheriting TensorFlow's threads from this process
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker, initargs=(settings, renderer))
+    return WorkerPool(processes, _init_worker, (settings, renderer))
 
 
 def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSettings,
@@ -303,18 +310,19 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
             pass
         # Every task in flight failed with the pool; which one killed it is unknown.
         # Start a new pool, run this task alone, and blame it only if it breaks that too.
-        executor.shutdown(wait=True, cancel_futures=True)
+        abandon(executor)
         executor = _executor(options.processes, settings, options.renderer)
         for slot in pending:
             slot[1] = None
         try:
             return submit(key).result()
         except concurrent.futures.process.BrokenProcessPool:
-            executor.shutdown(wait=True, cancel_futures=True)
+            abandon(executor)
             executor = _executor(options.processes, settings, options.renderer)
             return Segment(key[0], key[1], 1, [], None,
                            error="the worker process reading and plotting it died")
 
+    finished = False
     try:
         refill()
         while pending:
@@ -332,8 +340,15 @@ def _rendered_segments(files: list[Path], root: Path | None, settings: FeatureSe
                 # all rendered: let the workers exit while the last batches run
                 executor.shutdown(wait=False)
             yield segment
+        finished = True
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        if finished:
+            executor.shutdown(wait=True)
+        else:
+            # Ctrl-C, SIGTERM, an error or a consumer that stopped early: the tasks still
+            # queued are not wanted, and nothing should wait for those running, so the
+            # workers are told to stop now
+            abandon(executor)
 
 
 def extract_features(files: list[Path], settings: FeatureSettings, extractor,
