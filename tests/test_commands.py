@@ -116,7 +116,9 @@ def test_features_is_extract_ds_features(tmp_path, corpus, small_config, capsys)
     capsys.readouterr()
     assert ds("features", *common, "-o", tmp_path / "c.csv", "-layer", "fc9") == 2
     err = capsys.readouterr().err
-    assert "layer 'fc9' is not in small.pb" in err and err.startswith("deepspectrum features: error")
+    first, last = err.splitlines()[0], err.splitlines()[-1]
+    assert first.startswith("deepspectrum features: 4 audio file(s); loading small")
+    assert "layer 'fc9' is not in small.pb" in last and last.startswith("deepspectrum features: error")
     assert ds("features", "-h") == 0
     assert "usage: deepspectrum features" in capsys.readouterr().out
     assert ds("features") == 2  # -i and -o are required

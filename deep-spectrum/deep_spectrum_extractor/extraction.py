@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
 import platform
 import threading
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Callable
 
 from . import __version__
 from .errors import ParameterError
+from .output.guard import lock_output, output_errors, write_text_atomically
 from .output.writers import BINARY_FORMATS, open_writer, part_path
 from .pipeline import ExtraOutput, FileFeatures, extract_features
 from .settings import FeatureSettings, RunOptions
@@ -95,6 +97,7 @@ class ExtractionReport:
     done: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     resumed_files: int = 0
+    resume_note: str | None = None  # why fewer files than journalled were kept
     committed: bool = False
 
     def to_dict(self) -> dict:
@@ -111,10 +114,8 @@ def sidecar_path(output: Path) -> Path:
 def write_sidecar(output: Path, record: dict, report: ExtractionReport) -> Path:
     """Write the sidecar: provenance and the files done and skipped (atomically)."""
     path = sidecar_path(output)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps({"provenance": record, "summary": report.to_dict()}, indent=2)
-                   + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps({"provenance": record,
+                                            "summary": report.to_dict()}, indent=2) + "\n")
     return path
 
 
@@ -140,6 +141,16 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
     was written.  On an exception (Ctrl-C, a signal turned into an exception, a
     :class:`StopOnError`) the part file and journal stay for ``resume``.
     """
+    with lock_output(output):
+        return _extract_to_file(files, output, settings, extractor, options, record=record,
+                                labels=labels, timestamps=timestamps, root=root, extra=extra,
+                                resume=resume, stop_on_error=stop_on_error, on_file=on_file,
+                                executor=executor, source=source)
+
+
+def _extract_to_file(files, output, settings, extractor, options, *, record, labels,
+                     timestamps, root, extra, resume, stop_on_error, on_file, executor,
+                     source) -> ExtractionReport:
     report = ExtractionReport(output)
     keys = [str(path.relative_to(root)) if root is not None else path.name for path in files]
     fingerprint = json.loads(json.dumps({  # as it reads back from the journal
@@ -147,31 +158,32 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
         "labels": [[a.name, a.values] for a in labels.attributes] if labels else None,
         "files": keys}))
     journal = journal_path(output)
-    finished: dict[str, dict] = {}
-    resume_offset = None
+    finished: list[dict] = []
     if resume and output.suffix.lower() in BINARY_FORMATS:
         raise ParameterError(f"--resume works for ARFF and CSV output, not "
                              f"{output.suffix}; run without --resume to start over")
-    if resume and journal.exists() and part_path(output).exists():
-        previous, finished = _read_journal(journal)
-        _check_same_job(previous, fingerprint, journal)
-        if finished:
-            last = max(finished.values(), key=lambda entry: entry["offset"])
-            resume_offset, report.rows = last["offset"], last["rows"]
-    if not finished:
-        resume_offset = None
-        output.parent.mkdir(parents=True, exist_ok=True)
-        journal.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
     position = {key: number for number, key in enumerate(keys)}
-    for key, entry in finished.items():
-        path = files[position[key]]
+    if resume and journal.exists() and part_path(output).exists():
+        previous, entries = _read_journal(journal)
+        _check_same_job(previous, fingerprint, journal)
+        finished, report.resume_note = _still_valid(entries, files, position,
+                                                    part_path(output))
+    resume_offset = finished[-1]["offset"] if finished else None
+    report.rows = finished[-1]["rows"] if finished else 0
+    if not finished:
+        with output_errors(output):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            journal.write_text(json.dumps({"fingerprint": fingerprint}) + "\n",
+                               encoding="utf-8")
+    for entry in finished:
+        path = files[position[entry["file"]]]
         if entry["error"] is None:
             report.done.append(path)
         else:
             report.skipped.append((path, entry["error"]))
     report.resumed_files = len(finished)
-    todo = [path for path, key in zip(files, keys) if key not in finished]
-    todo_keys = [key for key in keys if key not in finished]
+    todo = files[len(finished):]
+    todo_keys = keys[len(finished):]
 
     writer = open_writer(output, timestamps=timestamps,
                          labels=labels.attributes if labels else None, record=record,
@@ -179,7 +191,7 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
                          resume_rows=report.rows)
     align = report.rows % options.batch_size
     try:
-        with open(journal, "a", encoding="utf-8") as log:
+        with output_errors(output), open(journal, "a", encoding="utf-8") as log:
             background = _WriterThread(writer, log, todo_keys,
                                        max_rows=4 * options.batch_size)
             try:
@@ -195,7 +207,7 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
                     else:
                         rows = None
                         report.skipped.append((result.path, result.error))
-                    background.put(result, rows)
+                    background.put(result, rows, todo[result.index])
                     if on_file is not None:
                         on_file(result)
                     if stop_on_error and not result.ok:
@@ -211,8 +223,46 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
     else:
         writer.commit()
         report.committed = True
-    journal.unlink(missing_ok=True)
+    with output_errors(output):
+        journal.unlink(missing_ok=True)
     return report
+
+
+def input_fingerprint(source) -> dict | None:
+    """What identifies an input's content: its size and SHA-256 (None for in-memory audio).
+
+    A file replaced by another of the same size and modification time is still told
+    apart, which size and time alone would not do.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    try:
+        return {"size": os.path.getsize(source), "sha256": file_sha256(Path(source))}
+    except OSError:
+        return None  # unreadable now: never taken as unchanged
+
+
+def _still_valid(entries: list[dict], files: list, position: dict[str, int],
+                 part: Path) -> tuple[list[dict], str | None]:
+    """The journal's leading entries that can be kept, and why the rest cannot.
+
+    An entry is kept while its input's content is what was processed and the part file
+    holds the rows it claims; the run goes on from the first entry that fails either.
+    """
+    size = part.stat().st_size
+    for number, entry in enumerate(entries):
+        key = entry.get("file")
+        if position.get(key) != number:
+            return entries[:number], f"the journal does not list {key} in input order"
+        if entry["offset"] > size:
+            return entries[:number], (f"the part file holds {size} bytes but its journal "
+                                      f"says {entry['offset']} after {key}; the run goes on "
+                                      f"from {key}")
+        recorded = entry.get("input")
+        if recorded is None or recorded != input_fingerprint(files[number]):
+            return entries[:number], (f"{key} changed after it was processed; the run goes "
+                                      "on from it")
+    return entries, None
 
 
 class _WriterThread:
@@ -237,14 +287,14 @@ class _WriterThread:
         self._thread = threading.Thread(target=self._run, name="feature-writer", daemon=True)
         self._thread.start()
 
-    def put(self, result: FileFeatures, rows) -> None:
+    def put(self, result: FileFeatures, rows, source) -> None:
         size = len(result.timestamps)
         with self._condition:
             while (self._items and self._waiting_rows + size > self._max_rows
                    and self._error is None):
                 self._condition.wait()
             self._raise()
-            self._items.append((result, rows))
+            self._items.append((result, rows, source))
             self._waiting_rows += size
             self._condition.notify_all()
 
@@ -266,10 +316,10 @@ class _WriterThread:
                     self._condition.wait()
                 if not self._items:
                     return
-                result, rows = self._items[0]
+                result, rows, source = self._items[0]
             try:
                 if self._error is None:
-                    self._write(result, rows)
+                    self._write(result, rows, source)
             except BaseException as exc:  # handed to the main thread by put()/finish()
                 self._error = exc
             with self._condition:
@@ -277,28 +327,29 @@ class _WriterThread:
                 self._waiting_rows -= len(result.timestamps)
                 self._condition.notify_all()
 
-    def _write(self, result: FileFeatures, rows) -> None:
+    def _write(self, result: FileFeatures, rows, source) -> None:
         if result.ok:
             self._writer.write(result.path.name, result.timestamps, result.features, rows)
         offset = self._writer.flush()
-        self._log.write(json.dumps({"file": self._keys[result.index], "offset": offset,
-                                    "rows": self._writer.rows, "error": result.error}) + "\n")
+        entry = {"file": self._keys[result.index], "offset": offset, "rows": self._writer.rows,
+                 "error": result.error, "input": input_fingerprint(source)}
+        self._log.write(json.dumps(entry) + "\n")
         self._log.flush()
 
 
-def _read_journal(journal: Path) -> tuple[dict, dict[str, dict]]:
+def _read_journal(journal: Path) -> tuple[dict, list[dict]]:
     lines = journal.read_text(encoding="utf-8").splitlines()
     try:
         header = json.loads(lines[0])["fingerprint"]
     except (IndexError, ValueError, KeyError):
         raise ParameterError(f"cannot resume: {journal} is damaged; run without --resume") from None
-    finished = {}
+    finished = []
     for line in lines[1:]:
         try:
             entry = json.loads(line)
         except ValueError:
             break  # the last line was cut off when the run was killed
-        finished[entry["file"]] = entry
+        finished.append(entry)
     return header, finished
 
 

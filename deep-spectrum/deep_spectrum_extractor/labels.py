@@ -54,6 +54,33 @@ class Labels:
             raise LabelError(f"no labels{' in ' + self.source if self.source else ''} for "
                              f"{len(missing)} file(s): {shown}")
 
+    def check_timestamps(self, counts: dict[Path, int], *, start: Decimal,
+                         hop: Decimal) -> None:
+        """Raise LabelError unless every chunk has a time-continuous label.
+
+        ``counts`` gives each file's number of chunks; chunk ``n`` is at ``start + n*hop``.
+        Every file lacking labels is named, with its first unlabelled timestamp and the
+        timestamps the label file has for it.
+        """
+        if not self.time_continuous:
+            return
+        problems = []
+        for path, count in counts.items():
+            have = self._by_file[self._key(path)]
+            missing = [start + number * hop for number in range(count)
+                       if start + number * hop not in have]
+            if missing:
+                known = sorted(have)
+                span = f"{known[0]} to {known[-1]}" if known else "none"
+                problems.append(f"{path.name}: {len(missing)} of its {count} chunks have no "
+                                f"label, the first at {missing[0]} (labelled: {span})")
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more file(s)"
+                                               if len(problems) > 5 else "")
+            raise LabelError(f"{self.source}: the time-continuous labels do not match the "
+                             f"chunks of -t ... {hop} ({shown}); label every hop from "
+                             f"{start} s or change -t")
+
     def unknown(self, files: list[Path]) -> list[str]:
         """Label-file rows that name no input file, as ``"line N: name"`` texts."""
         known = {self._key(path) for path in files}
@@ -73,8 +100,10 @@ class Labels:
 
 
 def folder_labels(files: list[Path]) -> Labels:
-    """Each file's parent folder name as its class."""
-    by_file = {path: [path.parent.name] for path in files}
+    """Each file's parent folder name as its class (as the writers spell file names)."""
+    from .output.writers import printable_name
+
+    by_file = {path: [printable_name(path.parent.name)] for path in files}
     classes = tuple(sorted({values[0] for values in by_file.values()}))
     return Labels([LabelAttribute("class", classes)], by_file, source="folder names",
                   by_path=True)

@@ -59,6 +59,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -68,9 +69,10 @@ from typing import Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from .audio import InMemoryAudio
-from .errors import DeepSpectrumError, ParameterError
+from .errors import DeepSpectrumError, ParameterError, exit_status
 from .extraction import file_sha256
-from .output.writers import BINARY_FORMATS
+from .output.guard import lock_output, output_errors, write_text_atomically
+from .output.writers import BINARY_FORMATS, part_path
 from .pipeline import ExtraOutput, start_workers
 from .settings import FeatureSettings, RunOptions
 
@@ -484,6 +486,7 @@ class _Workers:
     def __init__(self, processes: int, executor=None):
         self.processes = processes
         self.executor = None if processes == 1 else executor or start_workers(processes)
+        self._pending: collections.deque = collections.deque()  # the last map's futures
 
     def map(self, function: Callable, items: Iterable) -> Iterator:
         if self.executor is None:
@@ -491,6 +494,7 @@ class _Workers:
             return
         items = iter(items)
         pending: collections.deque = collections.deque()
+        self._pending = pending
         try:
             for item in items:
                 pending.append(self.executor.submit(function, item))
@@ -509,15 +513,27 @@ class _Workers:
             for future in pending:
                 future.cancel()
 
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, now: bool = False) -> None:
+        """Shut the workers down.
+
+        They exit once idle after a :meth:`map` that ran to its end.  With ``now``, or
+        when a map was left with tasks unfinished (Ctrl-C, SIGTERM, an error), they are
+        told to stop at once and nothing waits for them: those tasks are not wanted.
+        """
+        from .workers import abandon
+
+        if self.executor is None:
+            return
+        if now or not all(future.done() for future in self._pending):
+            abandon(self.executor)
+        else:
+            self.executor.shutdown(wait=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc_info):
-        self.close()
+    def __exit__(self, exc_type, *exc_info):
+        self.close(now=exc_type is not None)
 
 
 def _survey_group(item) -> list[tuple[int, str | None]]:
@@ -654,6 +670,7 @@ class ShardReport:
     shard: tuple[int, int]
     begin: int
     end: int
+    batches: int = 0  # of the whole job
     rows: int = 0
     done: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
@@ -730,7 +747,7 @@ def _run_shard(files, output, settings, extractor, options, workers, *, shard, r
     index, count = shard
     layout = survey(files, settings, options, workers=workers)
     begin, end = shard_bounds(layout, shard)
-    report = ShardReport(shard_path(output, shard), shard, begin, end)
+    report = ShardReport(shard_path(output, shard), shard, begin, end, layout.batches)
     # each input's outcome is reported by the shard holding its first position
     first_owned = bisect.bisect_left(layout.starts, begin, hi=len(files))
     last_owned = len(files) if index == count else \
@@ -782,10 +799,7 @@ def _run_shard(files, output, settings, extractor, options, workers, *, shard, r
         "files_done": [str(path) for path in report.done],
         "files_skipped": [{"file": str(path), "reason": reason}
                           for path, reason in report.skipped]}
-    target = record_path(report.path)
-    partial = target.with_name(f".{target.name}.part")
-    partial.write_text(json.dumps(shard_record, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, target)
+    write_text_atomically(record_path(report.path), json.dumps(shard_record, indent=2) + "\n")
     return report
 
 
@@ -918,26 +932,27 @@ def merge_shards(shard_paths: Iterable[str | os.PathLike],
         raise ShardError(f"no shard holds a feature row; a single run would not have written "
                          f"{output} either")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.part")
-    written = False
-    with open(partial, "wb") as target:
-        for path, record in ordered:
-            if not record["rows"]:
-                continue
-            with open(path, "rb") as source:
-                if written:
-                    source.seek(record["header_bytes"])
-                for block in iter(lambda: source.read(1 << 20), b""):
-                    target.write(block)
-            written = True
-    os.replace(partial, output)
     summary = ExtractionReport(output, rows=rows, committed=True)
     for _path, record in ordered:
         summary.done += [Path(path) for path in record["files_done"]]
         summary.skipped += [(Path(entry["file"]), entry["reason"])
                             for entry in record["files_skipped"]]
-    write_sidecar(output, first["fingerprint"]["provenance"], summary)
+    with lock_output(output):
+        partial = part_path(output)
+        try:
+            with output_errors(output), open(partial, "wb") as target:
+                for number, (path, record) in enumerate(
+                        item for item in ordered if item[1]["rows"]):
+                    with open(path, "rb") as source:
+                        if number:
+                            source.seek(record["header_bytes"])
+                        shutil.copyfileobj(source, target, 1 << 20)
+            with output_errors(output):
+                os.replace(partial, output)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        write_sidecar(output, first["fingerprint"]["provenance"], summary)
     return MergeReport(output, count, rows, len(summary.done), summary.skipped)
 
 
@@ -954,13 +969,13 @@ def build_merge_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``ds_merge_shards -o OUTPUT SHARD...``; returns the exit status (2: refused)."""
+    """``ds_merge_shards -o OUTPUT SHARD...``; returns the exit status (2: refused, 3: output)."""
     args = build_merge_parser().parse_args(argv)
     try:
         report = merge_shards(args.shards, args.o)
     except DeepSpectrumError as exc:
         print(f"{MERGE_PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     print(f"{MERGE_PROG}: {report.rows} feature vectors from {report.shards} shard(s) "
           f"written to {report.output}", file=sys.stderr)
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AudioError
+from ..errors import AudioError, describe_os_error
 
 #: Extensions searched for in an input folder (case-insensitive): the formats the
 #: bundled libsndfile decodes that are used for recordings.
@@ -82,12 +82,20 @@ def read_audio(path: str | os.PathLike | InMemoryAudio, *, start: Decimal = Deci
     else:
         if Path(path).is_dir():
             raise AudioError(f"{os.fspath(path)} is a directory, not an audio file")
-        try:
-            data, sample_rate = soundfile.read(os.fspath(path), dtype="float64",
-                                               always_2d=True)
-        except (soundfile.LibsndfileError, OSError, RuntimeError, TypeError,
-                ValueError) as exc:
-            raise AudioError(f"cannot decode audio ({exc})") from exc
+        try:  # opened here, so that a failure to open has its own, precise reason
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise AudioError(f"cannot open the file: {describe_os_error(exc)}") from exc
+        with handle:
+            try:
+                data, sample_rate = soundfile.read(handle, dtype="float64", always_2d=True)
+            except soundfile.LibsndfileError as exc:
+                raise AudioError(f"cannot decode audio in {Path(path).name} "
+                                 f"({exc.error_string})") from exc
+            except OSError as exc:
+                raise AudioError(f"cannot read the file: {describe_os_error(exc)}") from exc
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise AudioError(f"cannot decode audio ({exc})") from exc
     if data.size == 0:
         raise AudioError("the file holds no samples")
     if not np.isfinite(data).all():

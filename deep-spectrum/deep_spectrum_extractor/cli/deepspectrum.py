@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import inspect
-import multiprocessing
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Callable, Iterator
 
 from .. import __version__
 from ..config import load_config
-from ..errors import DeepSpectrumError, ModelError, ParameterError
+from ..errors import DeepSpectrumError, ModelError, ParameterError, exit_status
 from ..images.figures import FIGURE_FORMATS
 from ..settings import DEFAULT_LAYER, DEFAULT_NET, RunOptions
 from . import extract_ds_features
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         0 when every input was used, 1 when some were skipped or nothing was produced,
-        2 for usage errors, 130 when interrupted.
+        2 for usage errors, 3 when an output cannot be written, 130/143 when interrupted.
     """
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     if argv and argv[0] == "features":
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
     except DeepSpectrumError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     except (KeyboardInterrupt, extract_ds_features.Terminated) as exc:
         print(f"{name}: interrupted", file=sys.stderr)
         return 143 if isinstance(exc, extract_ds_features.Terminated) else 130
@@ -363,19 +362,19 @@ def _ordered_map(function, tasks: list[tuple], processes: int) -> Iterator[tuple
     With one process everything runs here.  A worker process that dies (killed, out of
     memory) breaks the pool: a new one is started and the task it was running is tried
     once more alone; if it kills that worker too, its result is the reason as a string.
+    Stopped early (Ctrl-C, SIGTERM, the caller stops iterating), the workers stop at once.
     """
+    from ..workers import WorkerPool
+
     if processes == 1:
         for task in tasks:
             yield task, function(*task)
         return
 
-    def pool():
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
-
-    executor = pool()
+    executor = WorkerPool(processes)
     pending: list = []  # [task, future]
     upcoming = iter(tasks)
+    finished = False
     try:
         while True:
             while len(pending) < 2 * processes:
@@ -384,6 +383,7 @@ def _ordered_map(function, tasks: list[tuple], processes: int) -> Iterator[tuple
                     break
                 pending.append([task, executor.submit(function, *task)])
             if not pending:
+                finished = True
                 return
             task, future = pending.pop(0)
             try:
@@ -391,33 +391,30 @@ def _ordered_map(function, tasks: list[tuple], processes: int) -> Iterator[tuple
                 continue
             except concurrent.futures.process.BrokenProcessPool:
                 pass
-            executor.shutdown(wait=True, cancel_futures=True)
-            executor = pool()
+            executor.abandon()
+            executor = WorkerPool(processes)
             try:
                 outcome = executor.submit(function, *task).result()
             except concurrent.futures.process.BrokenProcessPool:
-                executor.shutdown(wait=True, cancel_futures=True)
-                executor = pool()
+                executor.abandon()
+                executor = WorkerPool(processes)
                 outcome = "the worker process drawing it died"
             for slot in pending:
                 slot[1] = executor.submit(function, *slot[0])
             yield task, outcome
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        if finished:
+            executor.shutdown(wait=True)
+        else:  # nothing waits for tasks nobody wants any more
+            executor.abandon()
 
 
 # --- image-features -------------------------------------------------------------------------
 
 def run_image_features(args: argparse.Namespace) -> int:
     """``deepspectrum image-features``: validate, extract, write, report."""
-    import numpy as np
-
-    from ..backend.extractor import FrozenGraphExtractor
-    from ..backend.networks import resolve_model
-    from ..extraction import (ExtractionReport, file_sha256, library_versions,
-                              provenance_comments, write_sidecar)
-    from ..images.loading import find_image_files, image_features
-    from ..output.writers import open_writer
+    from ..images.loading import IMAGE_EXTENSIONS, find_image_files
+    from ..output.guard import check_outputs, lock_output
 
     started = time.monotonic()
     name = f"{PROG} image-features"
@@ -432,9 +429,25 @@ def run_image_features(args: argparse.Namespace) -> int:
     output = Path(args.o)
     if output.is_dir():
         raise ParameterError(f"-o {output} is a directory; give a file name")
-    if not entry.path.exists():
-        print(f"{name}: {entry.path} does not exist yet; building it if {entry.name} can be "
-              "built offline", file=sys.stderr)
+    root = Path(args.i) if Path(args.i).is_dir() else None
+    check_outputs(output, files, root=root, input_extensions=IMAGE_EXTENSIONS)
+    with lock_output(output):  # until the run ends: a second run on it is refused at once
+        return _image_features(args, name, started, config, entry, layer, files, labels,
+                               output)
+
+
+def _image_features(args, name, started, config, entry, layer, files, labels, output) -> int:
+    import numpy as np
+
+    from ..backend.extractor import FrozenGraphExtractor
+    from ..backend.networks import resolve_model
+    from ..extraction import (ExtractionReport, file_sha256, library_versions,
+                              provenance_comments, write_sidecar)
+    from ..images.loading import image_features
+    from ..output.writers import open_writer
+
+    net = entry.name
+    extract_ds_features.announce_loading(name, f"{len(files)} image(s)", entry, layer)
     _entry, model_path = resolve_model(config, net)
     extractor = FrozenGraphExtractor(model_path, layer, gpu=config.gpu)
     record = {"tool": f"deep-spectrum {__version__}",

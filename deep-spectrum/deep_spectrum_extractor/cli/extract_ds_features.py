@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import DEFAULT_CONFIG_PATH, load_config
-from ..errors import DeepSpectrumError, ParameterError
+from ..errors import DeepSpectrumError, ParameterError, exit_status
 from ..settings import (DEFAULT_BATCH_SIZE, DEFAULT_CMAP, DEFAULT_LAYER, DEFAULT_MODE,
                         DEFAULT_NET, DEFAULT_NMEL, DEFAULT_RENDERER, DEFAULT_SCALE, MODES,
                         RENDERERS, SCALES, FeatureSettings, RunOptions, available_colormaps)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
         return status
     except DeepSpectrumError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"{prog}: interrupted; {args.o} not written (run again with --resume to "
               "continue where it stopped)", file=sys.stderr)
@@ -222,19 +222,17 @@ def labels_from_args(args: argparse.Namespace, settings: FeatureSettings, files:
 
 def run(args: argparse.Namespace) -> int:
     """Everything after parsing: validate, extract, write, report."""
-    prog = getattr(args, "prog", PROG)
-    from tqdm import tqdm
-
-    from ..audio import find_audio_files
-    from ..extraction import (StopOnError, extract_to_file, provenance, sidecar_path,
-                              write_sidecar)
-    from ..pipeline import ExtraOutput
+    from ..audio import AUDIO_EXTENSIONS, find_audio_files
+    from ..output.guard import check_outputs, lock_output
 
     started = time.monotonic()
+    prog = getattr(args, "prog", PROG)
     config = load_config(args.config)
     settings = settings_from_args(args, config)
-    options = RunOptions(processes=args.np or os.cpu_count() or 1,
-                         batch_size=args.batch_size, progress=True, renderer=args.renderer)
+    if settings.chunked and settings.hop > settings.window:
+        print(f"{prog}: warning: -t {settings.window} {settings.hop}: the hop is longer than "
+              f"the window, so {settings.hop - settings.window} s after every window are "
+              "never seen", file=sys.stderr)
     files = find_audio_files(args.i)
     if not files:
         raise ParameterError(f"no audio files found in {args.i}")
@@ -248,27 +246,68 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.o)
     if output.is_dir():
         raise ParameterError(f"-o {output} is a directory; give a file name")
-    if options.renderer == "numpy":
-        from ..images.render import verify_renderer
-
-        verify_renderer()  # the installed matplotlib still draws what the renderer draws
-
-    from ..backend.extractor import FrozenGraphExtractor
-    from ..backend.networks import resolve_model
-    from ..pipeline import start_workers
-
-    entry = config.net(settings.net)
-    if not entry.path.exists():
-        print(f"{prog}: {entry.path} does not exist yet; building it if {entry.name} can be "
-              "built offline", file=sys.stderr)
+    root = Path(args.i) if Path(args.i).is_dir() else None
+    check_outputs(output, files, root=root, input_extensions=AUDIO_EXTENSIONS,
+                  side_outputs={"-wavout": (Path(args.wavout) if args.wavout else None,
+                                            (".wav",))})
     shard = None
     if args.shard is not None:
-        from ..sharding import resolve_shard
+        from ..sharding import resolve_shard, shard_path
 
         shard = resolve_shard(args.shard)
         if args.resume or args.scheduler:
             raise ParameterError("-shard runs on its own: without --resume and -scheduler")
-    root = Path(args.i) if Path(args.i).is_dir() else None
+    options = RunOptions(processes=args.np or os.cpu_count() or 1,
+                         batch_size=args.batch_size, progress=True, renderer=args.renderer)
+    if labels is not None and labels.time_continuous:
+        _check_time_continuous_labels(prog, labels, files, settings)
+    # held until the run ends: a second run on the same output is refused at once
+    with lock_output(shard_path(output, shard) if shard else output):
+        return _extract(args, prog, started, config, settings, options, files, labels,
+                        output, root, shard)
+
+
+def announce_loading(prog: str, inputs: str, entry, layer: str) -> None:
+    """The first line of a run: what it is about to load (that takes seconds)."""
+    from ..backend.networks import BUILDERS
+
+    print(f"{prog}: {inputs}; loading {entry.name} ({entry.path}, layer {layer})",
+          file=sys.stderr)
+    if not entry.path.exists() and entry.name in BUILDERS:
+        print(f"{prog}: building {entry.path} from the installed weights (first use only)",
+              file=sys.stderr)
+
+
+def _check_time_continuous_labels(prog, labels, files, settings) -> None:
+    """Every chunk of every file has its label (``--tc``), checked before any plotting.
+
+    The chunks' timestamps depend on each file's length after trimming, so every file
+    is read once here (decoding only, far cheaper than plotting).
+    """
+    from ..pipeline import count_chunks
+
+    print(f"{prog}: checking the time-continuous labels against {len(files)} file(s)",
+          file=sys.stderr)
+    counts = {path: count_chunks(path, settings)[0] for path in files}
+    labels.check_timestamps(counts, start=settings.start, hop=settings.hop)
+
+
+def _extract(args, prog, started, config, settings, options, files, labels, output, root,
+             shard) -> int:
+    from tqdm import tqdm
+
+    from ..backend.extractor import FrozenGraphExtractor
+    from ..backend.networks import resolve_model
+    from ..extraction import (StopOnError, extract_to_file, provenance, sidecar_path,
+                              write_sidecar)
+    from ..pipeline import ExtraOutput, start_workers
+
+    announce_loading(prog, f"{len(files)} audio file(s)", config.net(settings.net),
+                     settings.layer)
+    if options.renderer == "numpy":
+        from ..images.render import verify_renderer
+
+        verify_renderer()  # the installed matplotlib still draws what the renderer draws
     extra = ExtraOutput(Path(args.specout) if args.specout else None,
                         Path(args.wavout) if args.wavout else None)
     timestamps = settings.chunked and not args.no_timestamps
@@ -320,9 +359,9 @@ def run(args: argparse.Namespace) -> int:
                 extractor.close()
             if workers is not None:  # already shut down unless the run failed
                 workers.shutdown(wait=False, cancel_futures=True)
-    if report.resumed_files:
-            bar.write(f"{prog}: resumed; {report.resumed_files} file(s) were done before",
-                      file=sys.stderr)
+    if report.resumed_files or report.resume_note:
+        print(f"{prog}: resumed; {report.resumed_files} file(s) were done before"
+              + (f" ({report.resume_note})" if report.resume_note else ""), file=sys.stderr)
     write_sidecar(output, record, report)
     elapsed = time.monotonic() - started
     if not report.committed:
@@ -351,6 +390,10 @@ def _run_shard(prog, files, output, settings, extractor, options, workers, **job
         extractor.close()
         workers.shutdown(wait=False, cancel_futures=True)
     number, count = report.shard
+    if report.begin >= report.end:
+        print(f"{prog}: warning: shard {number} of {count} gets no work: the job's "
+              f"{report.batches} batch(es) of {options.batch_size} chunks went to the other "
+              "shards; use fewer shards or a smaller -batch_size", file=sys.stderr)
     for path, reason in report.skipped:
         print(f"{prog}: skipped {path}: {reason}", file=sys.stderr)
     print(f"{prog}: shard {number} of {count}: {report.rows} feature vectors written to "

@@ -14,6 +14,7 @@ writers they write beside the target and rename it into place only when complete
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -23,49 +24,46 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import LabelAttribute
-from .writers import attribute_names
+from .guard import output_errors
+from .writers import OutputFile, attribute_names, printable_name
 
 
-class _BinaryWriter:
-    """Shared bookkeeping: part file beside the target, commit by rename."""
-
-    suffix = ""
+class _BinaryWriter(OutputFile):
+    """Shared bookkeeping of the binary formats (a part file cannot be continued)."""
 
     def __init__(self, path: str | os.PathLike, *, timestamps: bool,
                  labels: list[LabelAttribute] | None, record: dict | None = None):
-        self.path = Path(path)
         self.timestamps = timestamps
         self.labels = labels or []
         self.record = record or {}
         self.rows = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.part = self.path.with_name(f".{self.path.name}.part")
-        self.closed = False
+        super().__init__(path)
 
     def flush(self) -> int:
         return self.rows
+
+    def write(self, name: str, timestamps: list[Decimal | None], features: np.ndarray,
+              labels: list[list[str]] | None = None) -> None:
+        """Append the rows of one file (as :meth:`FeatureWriter.write`)."""
+        with output_errors(self.path):
+            self._write(printable_name(name), timestamps, features, labels)
+        self.rows += len(features)
+
+    def close(self) -> None:
+        self.discard()
 
     def _label_column(self, attribute: LabelAttribute, values: list[str]):
         return np.array([float(v) for v in values], dtype=np.float64) if attribute.numeric \
             else np.array(values, dtype=str)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *_):
-        if not self.closed:
-            self.commit() if exc_type is None else self.discard()
-
 
 class ParquetFeatureWriter(_BinaryWriter):
     """Feature rows as a Parquet table, one row group per input file."""
 
-    def __init__(self, path, *, timestamps, labels, record=None):
-        super().__init__(path, timestamps=timestamps, labels=labels, record=record)
+    def _open(self) -> None:
         self._writer = None
 
-    def write(self, name: str, timestamps: list[Decimal | None], features: np.ndarray,
-              labels: list[list[str]] | None = None) -> None:
+    def _write(self, name, timestamps, features, labels) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -83,35 +81,27 @@ class ParquetFeatureWriter(_BinaryWriter):
             metadata = {b"deep_spectrum": json.dumps(self.record).encode("utf-8")}
             self._writer = pq.ParquetWriter(self.part, table.schema.with_metadata(metadata))
         self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
-        self.rows += len(features)
 
-    def commit(self) -> Path:
+    def _finish(self) -> None:
         self._writer.close()
-        self.closed = True
-        os.replace(self.part, self.path)
-        return self.path
 
-    def discard(self) -> None:
+    def _abandon(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-        self.closed = True
-        self.part.unlink(missing_ok=True)
-
-    close = discard
+            with contextlib.suppress(OSError):
+                self._writer.close()
 
 
 class NumpyFeatureWriter(_BinaryWriter):
     """Feature rows as an ``.npz`` archive of plain (pickle-free) arrays."""
 
-    def __init__(self, path, *, timestamps, labels, record=None):
-        super().__init__(path, timestamps=timestamps, labels=labels, record=record)
+    def _open(self) -> None:
         self._spool = tempfile.TemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.")
         self._names: list[str] = []
         self._times: list[float] = []
         self._labels: list[list[str]] = [[] for _ in self.labels]
         self._width = None
 
-    def write(self, name, timestamps, features, labels=None) -> None:
+    def _write(self, name, timestamps, features, labels) -> None:
         features = np.ascontiguousarray(features, dtype=np.float32)
         self._width = features.shape[1]
         self._spool.write(features.tobytes())
@@ -119,9 +109,8 @@ class NumpyFeatureWriter(_BinaryWriter):
         self._times += [float(t) if t is not None else np.nan for t in timestamps]
         for position, column in enumerate(self._labels):
             column += [row[position] for row in labels]
-        self.rows += len(features)
 
-    def commit(self) -> Path:
+    def _finish(self) -> None:
         self._spool.flush()
         features = np.memmap(self._spool, dtype=np.float32, mode="r",
                              shape=(self.rows, self._width))
@@ -135,13 +124,6 @@ class NumpyFeatureWriter(_BinaryWriter):
             np.savez(handle, **arrays)
         del features
         self._spool.close()
-        self.closed = True
-        os.replace(self.part, self.path)
-        return self.path
 
-    def discard(self) -> None:
+    def _abandon(self) -> None:
         self._spool.close()
-        self.closed = True
-        self.part.unlink(missing_ok=True)
-
-    close = discard

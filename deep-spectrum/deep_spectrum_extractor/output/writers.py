@@ -21,6 +21,7 @@ run never leaves a half-written output.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -32,6 +33,7 @@ import numpy as np
 
 from ..labels import LabelAttribute
 from .float_text import float32_text
+from .guard import lock_output, output_errors
 
 RELATION = "Deep Spectrum Features"
 _NEEDS_QUOTES = re.compile(r"[\s,'\"%{}\\?]|[\x00-\x1f\x7f]")
@@ -45,6 +47,19 @@ def arff_quote(value: str) -> str:
     escaped = "".join(_ESCAPES.get(char, char) if char in _ESCAPES or ord(char) >= 32
                       else f"\\u{ord(char):04x}" for char in value)
     return f"'{escaped}'"
+
+
+def printable_name(name: str) -> str:
+    """``name`` as valid UTF-8 text, recognisably.
+
+    A file name whose bytes are not UTF-8 reaches Python with those bytes as surrogate
+    escapes, which no UTF-8 file can hold; they are written as ``\\xNN`` instead
+    (``caf\\xe9.wav``), so the file still parses and the name can still be matched.
+    """
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name decoding produced
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def attribute_names(n_features: int, *, timestamps: bool,
@@ -77,7 +92,80 @@ def part_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.part")
 
 
-class FeatureWriter:
+class OutputFile:
+    """What every feature writer shares: a part file beside the target, moved into place
+    by :meth:`commit`, and the output's lock (:func:`~.guard.lock_output`), held from
+    opening to commit, discard or close.  Until the commit the target (and any previous
+    version of it) is untouched; an OSError on the way becomes an OutputError naming
+    the path and the reason.
+
+    Subclasses open the part in ``_open`` and finish or abandon it in ``_finish`` and
+    ``_abandon``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.part = part_path(self.path)
+        self._lock = lock_output(self.path)
+        try:
+            with output_errors(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _abandon(self) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> Path:
+        """Finish the part file and move it into place; returns the output path."""
+        try:
+            with output_errors(self.path):
+                self._finish()
+                os.replace(self.part, self.path)
+        finally:
+            self._release()
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the part file; the target is left untouched."""
+        try:
+            with output_errors(self.path):
+                try:
+                    self._abandon()
+                finally:
+                    self.part.unlink(missing_ok=True)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock, lock = None, self._lock
+            lock.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._lock is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if not self.closed:
+            if exc_type is None:
+                self.commit()
+            else:
+                self.discard()
+
+
+class FeatureWriter(OutputFile):
     """Streams feature rows into an ARFF or CSV file, committed atomically.
 
     Rows go to :func:`part_path` beside the target, which is renamed into place by
@@ -103,22 +191,22 @@ class FeatureWriter:
     def __init__(self, path: str | os.PathLike, *, timestamps: bool,
                  labels: list[LabelAttribute] | None, comments: list[str] = (),
                  resume_offset: int | None = None, resume_rows: int = 0):
-        self.path = Path(path)
-        self.arff = self.path.suffix.lower() == ".arff"
+        self.arff = Path(path).suffix.lower() == ".arff"
         self.timestamps = timestamps
         self.labels = labels
         self.comments = list(comments)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.part = part_path(self.path)
-        if resume_offset is None:
+        self._resume_offset, self.rows = resume_offset, resume_rows
+        self._header_written = resume_offset is not None and resume_offset > 0
+        super().__init__(path)
+
+    def _open(self) -> None:
+        if self._resume_offset is None:
             self._file = open(self.part, "w", encoding="utf-8", newline="")
             self.rows = 0
         else:
             with open(self.part, "r+b") as raw:
-                raw.truncate(resume_offset)
+                raw.truncate(self._resume_offset)
             self._file = open(self.part, "a", encoding="utf-8", newline="")
-            self.rows = resume_rows
-        self._header_written = resume_offset is not None and resume_offset > 0
 
     def _write_header(self, n_features: int) -> None:
         names = attribute_names(n_features, timestamps=self.timestamps, labels=self.labels)
@@ -152,12 +240,16 @@ class FeatureWriter:
         labels : list of list of str, optional
             Label values per row (ignored when the writer has no label columns).
         """
+        with output_errors(self.path):
+            self._write(name, timestamps, features, labels)
+
+    def _write(self, name, timestamps, features, labels) -> None:
         if not self._header_written:
             self._write_header(features.shape[1])
             self._header_written = True
         values = format_features(features)
         quote = arff_quote if self.arff else _csv_field
-        first = quote(name)
+        first = quote(printable_name(name))
         for index, row_values in enumerate(values):
             row = [first]
             if self.timestamps:
@@ -172,37 +264,25 @@ class FeatureWriter:
 
     def flush(self) -> int:
         """Push written rows to the operating system; returns the part file's size."""
-        self._file.flush()
-        return self._file.tell()
+        with output_errors(self.path):
+            self._file.flush()
+            return self._file.tell()
 
-    def commit(self) -> Path:
-        """Close the part file and move it into place; returns the output path."""
+    def _finish(self) -> None:
         self._file.close()
-        os.replace(self.part, self.path)
-        return self.path
 
-    def discard(self) -> None:
-        """Close and delete the part file; the target is left untouched."""
-        self._file.close()
-        self.part.unlink(missing_ok=True)
+    def _abandon(self) -> None:
+        """Close even when the last buffered rows cannot be written (a full disk)."""
+        with contextlib.suppress(OSError):
+            self._file.close()  # closes the file even if its final flush fails
 
     def close(self) -> None:
         """Close the part file and keep it (an interrupted run can be resumed)."""
-        self._file.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._file.closed
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *_):
-        if not self._file.closed:
-            if exc_type is None:
-                self.commit()
-            else:
-                self.discard()
+        try:
+            with output_errors(self.path):
+                self._abandon()
+        finally:
+            self._release()
 
 
 #: Output formats by file extension; anything else is CSV.
