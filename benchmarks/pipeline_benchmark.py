@@ -52,6 +52,7 @@ from deep_spectrum_extractor.audio import chunk_signal, default_nfft, read_audio
 from deep_spectrum_extractor.images import plot_matrix, spectral_matrix  # noqa: E402
 from deep_spectrum_extractor.images.render import render_matrix  # noqa: E402
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions  # noqa: E402
+from process_memory import peak_tree_memory  # noqa: E402
 
 SAMPLE_RATE = 16000
 SETTINGS = FeatureSettings(mode="mel", window=Decimal(1), hop=Decimal("0.5"))
@@ -272,44 +273,15 @@ def inference_rate(extractor, images: int) -> float:
     return done / (time.perf_counter() - started)
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in bytes (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            with open(f"/proc/{current}/status") as handle:
-                for line in handle:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        stack.extend(children.get(current, []))
-    return total
-
-
 def peak_memory(corpus: Path, config: Path, output: Path, processes: int) -> tuple[int, float]:
     command = [sys.executable, "-m", "deep_spectrum_extractor", "-i", str(corpus), "-o",
                str(output), "-t", "1", "0.5", "-mode", "mel", "-net", "bench", "-config",
                str(config), "-np", str(processes)]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
-    while process.poll() is None:
-        peak = max(peak, _tree_rss(process.pid))
-        time.sleep(0.2)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed with {process.returncode}")
-    return peak, time.perf_counter() - started
+    status, peak, seconds = peak_tree_memory(command, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL)
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command)} failed with {status}")
+    return peak, seconds
 
 
 def run_design(design: str, work: Path, processes: int, runs: int = 1) -> dict:
@@ -400,7 +372,7 @@ def main(argv=None) -> None:
 
     from deep_spectrum_extractor.backend.alexnet import (FULL_WIDTHS, build_alexnet_graph,
                                                          random_alexnet_weights)
-    from deep_spectrum_extractor.backend.convention import write_graph_def
+    from deep_spectrum_extractor.backend.graph_io import write_graph_def
 
     with tempfile.TemporaryDirectory(prefix="ds-bench-") as tmp:
         tmp = Path(tmp)
