@@ -56,7 +56,7 @@ def single_process(files, settings, options, model: Path) -> tuple[float, int, b
     import numpy as np
 
     from deep_spectrum_extractor.backend.extractor import FrozenGraphExtractor
-    from deep_spectrum_extractor.pipeline import extract_features
+    from deep_spectrum_extractor.run import extract_features
 
     with FrozenGraphExtractor(model, settings.layer) as extractor:
         extractor.features(np.zeros((1, 227, 227, 3), np.uint8))  # warm up

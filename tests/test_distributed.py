@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from deep_spectrum_extractor import pipeline
+from deep_spectrum_extractor import run
+from deep_spectrum_extractor.run import work
 from deep_spectrum_extractor.distributed import (DistributedError, extract_distributed,
                                                  has_model, shipped_models)
 from deep_spectrum_extractor.errors import AudioError, ModelError
@@ -135,7 +136,7 @@ def test_a_resumed_runs_alignment_is_kept(dist_corpus, small_config, cluster,
     job = job_from_args(cli_args(dist_corpus, dist_corpus / "unused.arff", small_config))
     files = job.files[2:]   # a resumed run: the files before were done, 3 rows into a batch
     options = RunOptions(processes=1, batch_size=BATCH)
-    local = list(pipeline.extract_features(files, job.settings, session_extractor, options,
+    local = list(run.extract_features(files, job.settings, session_extractor, options,
                                            root=job.root, align=3))
     remote = list(extract_distributed(files, job.settings, job.model_path, options,
                                       scheduler=cluster, gpu=False, root=job.root, align=3,
@@ -159,9 +160,9 @@ def test_chunks_that_cannot_be_plotted_shift_the_batches_as_in_a_single_run(
     files = [by_name[name] for name in ("two.wav", "three.wav", "four.wav", "six.wav",
                                         "one.wav", "short.wav", "bad.wav", "five.wav")]
     options = RunOptions(processes=1, batch_size=BATCH)
-    untouched = list(pipeline.extract_features(files, job.settings, session_extractor,
+    untouched = list(run.extract_features(files, job.settings, session_extractor,
                                                options, root=job.root))
-    render = pipeline.render_chunks
+    render = work.render_chunks
     failing = {("three.wav", 4): AudioError("chunk 4 cannot be drawn"),  # drops chunks 0-4
                ("four.wav", 0): RuntimeError("first chunk"),             # drops the file
                ("six.wav", 5): RuntimeError("last chunk")}               # drops chunk 5
@@ -172,8 +173,8 @@ def test_chunks_that_cannot_be_plotted_shift_the_batches_as_in_a_single_run(
                 raise failing[relative.name, chunk.index]
         return render(chunks, *args, relative=relative, **kwargs)
 
-    monkeypatch.setattr(pipeline, "render_chunks", flaky)
-    local = list(pipeline.extract_features(files, job.settings, session_extractor, options,
+    monkeypatch.setattr(work, "render_chunks", flaky)
+    local = list(run.extract_features(files, job.settings, session_extractor, options,
                                            root=job.root))
     # one in-process worker with two threads: it sees the patched plotting function
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,

@@ -277,8 +277,8 @@ def mutate(data: bytes, edits) -> bytes:
 def test_fuzzed_wav_bytes_are_read_or_skipped_cleanly(tmp_path_factory, edits):
     from decimal import Decimal
 
-    from deep_spectrum_extractor.pipeline import ExtraOutput, render_segment
-    from deep_spectrum_extractor.settings import FeatureSettings
+    from deep_spectrum_extractor.run import extract_features
+    from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 
     data = mutate(_valid_wav(tmp_path_factory), edits)
     path = tmp_path_factory.mktemp("case") / "x.wav"
@@ -289,11 +289,17 @@ def test_fuzzed_wav_bytes_are_read_or_skipped_cleanly(tmp_path_factory, edits):
     except AudioError as exc:
         assert str(exc)
     settings_ = FeatureSettings(window=Decimal("0.05"), hop=Decimal("0.05"))
-    segment = render_segment(path, Path("x.wav"), 0, 0, settings_, 8, ExtraOutput())
-    assert (segment.error is None) != (segment.images is None)
-    if segment.error is not None:
+    [result] = extract_features([path], settings_, _ZeroNetwork(),
+                                RunOptions(processes=1, batch_size=8))
+    assert (result.error is None) != (result.features is None)
+    if result.error is not None:
         # a reason the tool worded, not an unexpected exception caught as a last resort
-        assert not re.match(r"[A-Z]\w*(Error|Exception): ", segment.error), segment.error
+        assert not re.match(r"[A-Z]\w*(Error|Exception): ", result.error), result.error
+
+
+class _ZeroNetwork:
+    def features(self, images):
+        return np.zeros((len(images), 2), np.float32)
 
 
 label_text = st.text(alphabet=st.sampled_from(list("ab,.\t\"'\n\r0123456789x.wav é\ufeff")),

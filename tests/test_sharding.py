@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import tone, write_wav
-from deep_spectrum_extractor import pipeline
+from deep_spectrum_extractor.run import work
 from deep_spectrum_extractor.errors import AudioError, ParameterError
-from deep_spectrum_extractor.sharding import (Layout, ShardError, main, merge_shards,
+from deep_spectrum_extractor.run.plan import Plan
+from deep_spectrum_extractor.sharding import (ShardError, main, merge_shards,
                                               parse_shard, record_path, resolve_shard,
                                               run_shard, shard_from_environment, shard_path)
 
@@ -200,7 +201,7 @@ def test_merge_refuses_shards_of_other_runs_or_changed_files(three_shards, small
 def test_a_chunk_that_cannot_be_plotted_stops_the_shard(shard_corpus, small_config,
                                                         session_extractor, tmp_path,
                                                         monkeypatch):
-    render = pipeline.render_chunks
+    render = work.render_chunks
 
     def failing(chunks, *args, relative=None, **kwargs):
         if relative is not None and relative.name == "three.wav" and \
@@ -208,10 +209,10 @@ def test_a_chunk_that_cannot_be_plotted_stops_the_shard(shard_corpus, small_conf
             raise AudioError("a chunk of silence")
         return render(chunks, *args, relative=relative, **kwargs)
 
-    monkeypatch.setattr(pipeline, "render_chunks", failing)
+    monkeypatch.setattr(work, "render_chunks", failing)
     job = job_from_args(cli_args(shard_corpus, tmp_path / "features.arff", small_config))
-    with pytest.raises(ShardError, match=r"three\.wav: chunks from 5 on could not be plotted "
-                                         r"\(a chunk of silence\)"):
+    with pytest.raises(ShardError, match=r"three\.wav: chunks from 5 on could not be read or "
+                                         r"drawn \(a chunk of silence\)"):
         shard(job, session_extractor, 1, 2)
     assert not shard_path(job.output, (1, 2)).exists()
 
@@ -239,8 +240,8 @@ def test_shard_numbers_and_slurm_variables():
         resolve_shard("slurm", {})
 
 
-def test_layout_positions_follow_the_single_run():
-    layout = Layout(batch_size=5, lead=2)
+def test_plan_positions_follow_the_single_run():
+    layout = Plan(batch_size=5, lead=2)
     for count, error in ((7, None), (0, "bad"), (12, None), (3, None)):
         layout.add(count, error)
     assert layout.starts == [2, 9, 9, 21, 24]
@@ -248,12 +249,12 @@ def test_layout_positions_follow_the_single_run():
     assert [(p.index, p.start, p.stop, p.position) for p in pieces] == [(0, 3, 7, 5),
                                                                          (2, 0, 6, 9)]
     # dropping segment 1 (chunks 5..9) of input 2 moves everything after chunk 4
-    assert layout.drop(2, 1, whole=False, error="cannot plot") == 14
+    assert layout.drop(2, range(1, 2), "cannot plot") == 14
     assert layout.starts == [2, 9, 9, 16, 19]
     assert layout.kept_ranges(2) == [(0, 5), (10, 12)]
     assert [(p.index, p.start, p.stop, p.position) for p in layout.pieces(10, 20)] == \
         [(2, 1, 5, 10), (2, 10, 12, 14), (3, 0, 3, 16)]
-    assert layout.drop(3, 0, whole=True, error="odd") == 16
+    assert layout.drop(3, range(0, 1 << 62), "odd") == 16
     assert layout.end == 16 and layout.errors == [None, "bad", "cannot plot", "odd"]
 
 

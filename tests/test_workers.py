@@ -14,13 +14,15 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import tone, write_wav
-from deep_spectrum_extractor import pipeline
+from deep_spectrum_extractor import run
+from deep_spectrum_extractor.run import work
 from deep_spectrum_extractor.cli.deepspectrum import _ordered_map
 from deep_spectrum_extractor.images.spectral import mel_filter_bank
-from deep_spectrum_extractor.settings import FeatureSettings
+from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 from deep_spectrum_extractor.workers import WorkerPool
 
 
@@ -30,7 +32,7 @@ from deep_spectrum_extractor.workers import WorkerPool
                                                                         sample_rate=22050)])
 def test_warm_up_draws_one_plot_with_the_run_settings(options, renderer):
     mel_filter_bank.cache_clear()
-    pipeline._init_worker(FeatureSettings(**options), renderer)
+    work.init_worker(FeatureSettings(**options), renderer)
     if options["mode"] == "mel":  # the run's filter bank is ready for the first file
         rate = options.get("sample_rate", 16000)
         assert mel_filter_bank.cache_info().currsize == 1
@@ -44,32 +46,34 @@ def test_warm_up_never_fails_a_run(tmp_path):
     settings = FeatureSettings(mode="spectrogram", ylim=10)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pipeline._init_worker(settings, "numpy")
+        work.init_worker(settings, "numpy")
     path = write_wav(tmp_path / "a.wav", tone(1.0))
-    pool = pipeline.start_workers(2, settings)
-    try:
-        segments = [pool.submit(pipeline.render_segment, path, Path("a.wav"), 0, 0, settings,
-                                8, pipeline.ExtraOutput()) for _ in range(4)]
-        for future in segments:
-            assert "-ylim=10" in future.result(timeout=60).error
-    finally:
-        pool.shutdown()
+    results = list(run.extract_features([path] * 4, settings, _NoNetwork(),
+                                        RunOptions(processes=2, batch_size=8)))
+    assert len(results) == 4
+    for result in results:
+        assert "-ylim=10" in result.error
 
 
 def test_warm_up_reports_what_is_not_a_bad_setting(monkeypatch):
     def broken(*args, **kwargs):
         raise TypeError("a programming error")
 
-    monkeypatch.setattr(pipeline, "render_chunks", broken)
+    monkeypatch.setattr(work, "render_chunks", broken)
     with pytest.warns(RuntimeWarning, match="warm-up.*TypeError: a programming error"):
-        pipeline._init_worker(FeatureSettings(mode="mel"), "numpy")
-    monkeypatch.setattr(pipeline, "render_chunks", _interrupted)
+        work.init_worker(FeatureSettings(mode="mel"), "numpy")
+    monkeypatch.setattr(work, "render_chunks", _interrupted)
     with pytest.raises(KeyboardInterrupt):  # never swallowed either
-        pipeline._init_worker(FeatureSettings(mode="mel"), "numpy")
+        work.init_worker(FeatureSettings(mode="mel"), "numpy")
 
 
 def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt
+
+
+class _NoNetwork:
+    def features(self, images):
+        return np.zeros((len(images), 2), np.float32)
 
 
 # --- the pool -----------------------------------------------------------------------------
@@ -330,7 +334,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deep_spectrum_extractor.pipeline import extract_features
+from deep_spectrum_extractor.run import extract_features
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 
 

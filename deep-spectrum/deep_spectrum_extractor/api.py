@@ -97,7 +97,7 @@ def iter_extract(inputs, *, sample_rate: int | None = None, window: float | None
     from .backend.extractor import FrozenGraphExtractor
     from .backend.networks import resolve_model
     from .errors import AudioError
-    from .pipeline import extract_features
+    from .run import extract_features
 
     if errors not in ("raise", "skip"):
         raise ParameterError(f"errors={errors!r} must be 'raise' or 'skip'")

@@ -1,18 +1,17 @@
 """Extraction on a Dask cluster, with the bytes of a single-machine run.
 
-:func:`extract_distributed` yields the same :class:`~deep_spectrum_extractor.pipeline.FileFeatures`
-as :func:`~deep_spectrum_extractor.pipeline.extract_features`, in input order, but the
-reading, plotting and the network run on the workers of a ``dask.distributed`` cluster:
-a local one, one started by ``dask-scheduler``/``dask-worker`` on a few machines, one on
-SLURM, PBS or SGE through ``dask-jobqueue``, or on Kubernetes through ``dask-kubernetes``
+:func:`extract_distributed` yields the same :class:`~deep_spectrum_extractor.run.FileFeatures`
+as :func:`~deep_spectrum_extractor.run.extract_features`, in input order, but the
+drawing and the network run on the workers of a ``dask.distributed`` cluster: a local
+one, one started by ``dask-scheduler``/``dask-worker`` on a few machines, one on SLURM,
+PBS or SGE through ``dask-jobqueue``, or on Kubernetes through ``dask-kubernetes``
 (anything a ``distributed.Client`` can connect to).
 
-The network gives an image slightly different float32 results depending on its batch,
-so the run reproduces the single machine's batches exactly (see
-:mod:`~deep_spectrum_extractor.sharding`): a counting pass (read and chunk every file,
-itself spread over the workers) gives every chunk its position in the run, and each task
-then plots and extracts a contiguous range of whole batches.  Every worker process loads
-the network once and keeps it (:func:`worker_extractor`).
+It is the run of one machine with another executor (:class:`DaskExecutor`): the client
+walks the same plan with the same :class:`~deep_spectrum_extractor.run.driver.Driver`,
+reads the audio (each input once, in order) and sends each task the samples of a
+contiguous range of whole batches, which the worker draws and runs through the network.
+Every worker process loads the network once and keeps it (:func:`worker_extractor`).
 
 The number of TensorFlow threads changes the last bits too (the work is split by
 thread), so the workers use as many as a single-machine run on the client machine
@@ -20,13 +19,13 @@ would (``threads``); beyond that, byte identity needs the same TensorFlow build 
 CPU instruction set on the workers as on the machine of the run compared with.
 
 The client keeps a bounded window of tasks in flight and yields every file as soon as
-its rows are complete, so memory stays flat on any corpus.  Tasks are pure: a worker
-that dies (killed, out of memory, a lost node) has its tasks run again elsewhere by the
+its rows are final, so memory stays flat on any corpus.  Tasks are pure: a worker that
+dies (killed, out of memory, a lost node) has its tasks run again elsewhere by the
 scheduler, and the output is still complete and identical.  A task is given up, with a
 :class:`DistributedError`, after ``distributed.scheduler.allowed-failures`` (a
-scheduler setting, default 3) workers died running it.  A chunk that cannot be plotted
-makes the run re-plan the batches after it exactly as the single-machine pipeline
-shifts them, and its file is reported as skipped with the pipeline's reason.
+scheduler setting, default 3) workers died running it.  A chunk that cannot be drawn
+makes the run re-plan the batches after it exactly as on one machine, and its file is
+reported as skipped with the same reason.
 
 The model reaches the workers in one of two ways:
 
@@ -62,7 +61,6 @@ scheduler file (``dask-scheduler --scheduler-file sched.json``).
 """
 from __future__ import annotations
 
-import collections
 import os
 import socket
 import threading
@@ -72,18 +70,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 from distributed import Client, KilledWorker, WorkerPlugin
 
 from .backend.tf import default_threads
 from .errors import DeepSpectrumError, ModelError, ParameterError
-from .pipeline import ExtraOutput, FileFeatures
+from .run import ExtraOutput, FileFeatures
+from .run.driver import Driver, Walk, file_features
+from .run.work import RangeJob, RenderedRange
+from .run.work import extract_range as extract_range_with
 from .settings import FeatureSettings, RunOptions
-from .sharding import (Layout, RenderedRange, RangeJob, attach_features, display_path,
-                       make_job, render_range, run_network, survey_files)
 
-#: Inputs counted per task of the counting pass.
-COUNT_GROUP = 16
 #: How often a task whose worker raised an exception is tried again (worker deaths are
 #: counted apart, by the scheduler's ``allowed-failures``).
 RETRIES = 2
@@ -225,19 +221,12 @@ def worker_extractor(model: ModelRef):
 
 
 def extract_range(job: RangeJob, model: ModelRef) -> RenderedRange:
-    """One task: plot the positions of ``job`` and run them through the network.
+    """One task: draw the positions of ``job`` and run them through the network.
 
     Returns the rows with their features (no images), or the failures if a segment
-    could not be read or plotted (then nothing is computed).
+    could not be drawn (then nothing is computed).
     """
-    rendered = render_range(job)
-    if rendered.failures:
-        return rendered
-    features = run_network(worker_extractor(model), rendered.images,
-                           batch_size=job.batch_size, blanks=job.blanks)
-    attach_features(rendered, features)
-    rendered.images = None
-    return rendered
+    return extract_range_with(job, worker_extractor(model))
 
 
 # --- the client side ------------------------------------------------------------------------
@@ -272,83 +261,49 @@ def _model_ref(client: Client, model_path: Path, sha256: str, layer: str, *, gpu
     return ModelRef(path, sha256, layer, gpu, threads, bool(ship_model))
 
 
-class _Run:
-    """The client's loop: count, plan ranges, collect rows, yield files in order."""
+class DaskExecutor:
+    """Draws and extracts the jobs of a run on the workers of a Dask cluster.
 
-    def __init__(self, client: Client, files: list, settings: FeatureSettings,
-                 options: RunOptions, model: ModelRef, *, root, extra, align: int,
-                 batches_per_task: int, window: int | None, timeout: float | None):
+    Jobs carry their samples (the client reads the audio), so workers need no access to
+    the inputs; they load the network once each (:func:`worker_extractor`).  A task is
+    given to another worker when one dies, up to the scheduler's ``allowed-failures``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    model : ModelRef
+    window : int, optional
+        Tasks in flight at most (None: twice the cluster's threads, at least 4, checked
+        every 10 s as workers come and go).
+    timeout : float, optional
+        Seconds to wait for any one task's result (None: no limit).
+    """
+
+    runs_network = True
+
+    def __init__(self, client: Client, model: ModelRef, *, window: int | None = None,
+                 timeout: float | None = None):
         self.client = client
-        self.files = files
-        self.settings = settings
-        self.options = options
         self.model = model
-        self.root = root
-        self.extra = extra
         self.timeout = timeout
-        self.span = batches_per_task * options.batch_size
-        self.fixed_window = window
-        self.window_checked = -1e9
-        self.window = window or 4
-        self.layout = Layout(options.batch_size, align)
-        self.token = uuid.uuid4().hex[:12]
-        self.counting: collections.deque = collections.deque()   # count futures, in order
-        self.next_count = 0                   # first input not yet sent for counting
-        self.pending: collections.deque = collections.deque()    # (begin, end, future)
-        self.cursor = 0                       # first position not yet planned
-        self.confirmed = 0                    # positions whose rows are all in hand
-        self.rows: dict[int, list] = {}       # rows of inputs not yet yielded
-        self.next_yield = 0
-        self.yielded_end = 0                  # end of the last batch of a yielded input
-        self.serial = 0
-
-    # the counting pass
-    def _submit_counts(self) -> None:
-        while len(self.counting) < self.window and self.next_count < len(self.files):
-            group = self.files[self.next_count:self.next_count + COUNT_GROUP]
-            self.counting.append(self.client.submit(
-                survey_files, group, self.settings, self.options.renderer, pure=False,
-                key=f"deep-spectrum-count-{self.token}-{self.next_count}", priority=1,
-                retries=RETRIES))
-            self.next_count += len(group)
-
-    def _count_more(self) -> None:
-        self._submit_counts()
-        for count, error in self._result(self.counting.popleft()):
-            self.layout.add(count, error)
-        self._submit_counts()
+        self._fixed = window
+        self._window, self._checked = window or 4, -1e9
+        self._token = uuid.uuid4().hex[:12]
+        self._serial = 0
 
     @property
-    def counted_all(self) -> bool:
-        return len(self.layout) == len(self.files)
+    def window(self) -> int:
+        if not self._fixed and time.monotonic() - self._checked >= 10:
+            self._checked = time.monotonic()
+            self._window = max(4, 2 * sum(self.client.nthreads().values()))
+        return self._window
 
-    # planning ranges
-    def _update_window(self) -> None:
-        if self.fixed_window or time.monotonic() - self.window_checked < 10:
-            return
-        self.window_checked = time.monotonic()
-        threads = sum(self.client.nthreads().values())
-        self.window = max(4, 2 * threads)
+    def submit(self, job: RangeJob):
+        self._serial += 1
+        return self.client.submit(extract_range, job, self.model, pure=False, retries=RETRIES,
+                                  key=f"deep-spectrum-range-{self._token}-{self._serial}")
 
-    def _plan(self) -> None:
-        self._update_window()
-        while len(self.pending) < self.window:
-            target = self.cursor + self.span
-            while self.layout.end < target and not self.counted_all:
-                self._count_more()
-            end = min(target, self.layout.end)
-            if end <= self.cursor:
-                return
-            job = make_job(self.layout, self.files, self.cursor, end, self.settings,
-                           self.options, root=self.root, extra=self.extra)
-            self.serial += 1
-            future = self.client.submit(extract_range, job, self.model, pure=False,
-                                        key=f"deep-spectrum-range-{self.token}-{self.serial}",
-                                        retries=RETRIES)
-            self.pending.append((self.cursor, end, future))
-            self.cursor = end
-
-    def _result(self, future):
+    def result(self, future) -> RenderedRange:
         try:
             return future.result(timeout=self.timeout)
         except KilledWorker as exc:
@@ -359,94 +314,14 @@ class _Run:
             raise DistributedError(f"task {future.key} gave no result within "
                                    f"{self.timeout} s") from exc
 
-    # collecting rows
-    def _commit(self, rendered: RenderedRange) -> None:
-        for rows in rendered.rows:
-            if rows.index >= self.next_yield:  # else redone work for an input already out
-                self.rows.setdefault(rows.index, []).append(rows)
-        self.confirmed = rendered.end
+    def cancel(self, futures) -> None:
+        if futures:
+            self.client.cancel(list(futures))
 
-    def _replan(self, failures) -> None:
-        """Drop the failed segments and plan everything after them again."""
-        size = self.layout.batch_size
-        changed = min(self.layout.drop(failure.index, failure.segment, whole=failure.whole,
-                                       error=failure.message) for failure in failures)
-        restart = min(changed // size * size, self.confirmed)
-        if restart < self.yielded_end:
-            name = display_path(self.files[failures[0].index])
-            raise DistributedError(f"{name} gave other results when read again; was it "
-                                   "changed during the run?")
-        self.client.cancel([future for _begin, _end, future in self.pending])
-        self.pending.clear()
-        for index in list(self.rows):
-            kept = []
-            for rows in self.rows[index]:
-                count = min(rows.stop - rows.start, restart - rows.position)
-                if count == rows.stop - rows.start:
-                    kept.append(rows)
-                elif count > 0:
-                    rows.stop = rows.start + count
-                    rows.timestamps = rows.timestamps[:count]
-                    rows.durations = rows.durations[:count]
-                    rows.features = rows.features[:count]
-                    kept.append(rows)
-            self.rows[index] = kept
-        self.cursor = self.confirmed = restart
+    def close(self) -> None:
+        pass
 
-    def _result_of(self, index: int) -> FileFeatures:
-        path = display_path(self.files[index])
-        parts = self.rows.pop(index, [])
-        error = self.layout.errors[index]
-        if error is not None:
-            return FileFeatures(index, path, error=error)
-        if sum(rows.stop - rows.start for rows in parts) != self.layout.kept(index):
-            raise DistributedError(f"{path}: rows missing from the cluster's results")
-        return FileFeatures(index, path,
-                            timestamps=[stamp for rows in parts for stamp in rows.timestamps],
-                            features=np.concatenate([rows.features for rows in parts]),
-                            durations=[length for rows in parts for length in rows.durations])
-
-    def _ready(self) -> Iterator[FileFeatures]:
-        """Inputs whose rows are final: every batch they share is confirmed.
-
-        An input is final when the batches after its last one are confirmed too: a
-        segment starting in its last batch ends at most one batch later, and only the
-        failure of such a segment could still change that batch.
-        """
-        size = self.layout.batch_size
-        while self.next_yield < len(self.layout):
-            index = self.next_yield
-            kept = self.layout.kept(index)
-            if kept:
-                last = (self.layout.starts[index] + kept - 1) // size
-                needed = (last + 2) * size
-                if self.counted_all:
-                    needed = min(needed, self.layout.end)
-                if self.confirmed < needed:
-                    return
-                self.yielded_end = (last + 1) * size
-            self.next_yield += 1
-            yield self._result_of(index)
-
-    def __iter__(self) -> Iterator[FileFeatures]:
-        try:
-            while True:
-                self._plan()
-                yield from self._ready()
-                if not self.pending:
-                    if self.next_yield >= len(self.files):
-                        return
-                    raise DistributedError("the run stopped before every input was done")
-                _begin, _end, future = self.pending.popleft()
-                rendered = self._result(future)
-                if rendered.failures:
-                    self._replan(rendered.failures)
-                else:
-                    self._commit(rendered)
-        finally:
-            leftover = list(self.counting) + [future for _b, _e, future in self.pending]
-            if leftover:
-                self.client.cancel(leftover)
+    abandon = close
 
 
 def extract_distributed(files: list, settings: FeatureSettings, model_path: str | os.PathLike,
@@ -458,15 +333,14 @@ def extract_distributed(files: list, settings: FeatureSettings, model_path: str 
                         timeout: float | None = None) -> Iterator[FileFeatures]:
     """Features of every file computed on a Dask cluster, yielded in input order.
 
-    A drop-in for :func:`~deep_spectrum_extractor.pipeline.extract_features`: the same
+    A drop-in for :func:`~deep_spectrum_extractor.run.extract_features`: the same
     results, byte for byte, including ``error`` for files that are skipped, so
     :func:`~deep_spectrum_extractor.extraction.extract_to_file` can write them.
 
     Parameters
     ----------
     files : list of Path or InMemoryAudio
-        Inputs, in output order; workers read paths themselves (a shared filesystem)
-        while in-memory signals travel with the tasks.
+        Inputs, in output order, read by the client; their samples travel with the tasks.
     settings : FeatureSettings
     model_path : path-like
         The ``.pb`` model, as the client sees it (see ``ship_model``).
@@ -546,9 +420,10 @@ def _iterate(files, settings, options, model_path, sha256, *, scheduler, gpu, ro
     try:
         model = _model_ref(client, model_path, sha256, settings.layer, gpu=gpu,
                            threads=threads, ship_model=ship_model)
-        yield from _Run(client, files, settings, options, model, root=root, extra=extra,
-                        align=align, batches_per_task=batches_per_task, window=window,
-                        timeout=timeout)
+        executor = DaskExecutor(client, model, window=window, timeout=timeout)
+        driver = Driver(files, settings, executor, options=options, root=root, extra=extra,
+                        lead=align)
+        yield from file_features(driver, Walk(batches_per_job=batches_per_task))
     finally:
         if owned:
             client.close()

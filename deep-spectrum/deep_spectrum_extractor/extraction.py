@@ -28,7 +28,7 @@ from . import __version__
 from .errors import ParameterError
 from .output.guard import lock_output, output_errors, write_text_atomically
 from .output.writers import BINARY_FORMATS, open_writer, part_path
-from .pipeline import ExtraOutput, FileFeatures, extract_features
+from .run import ExtraOutput, FileFeatures, extract_features
 from .settings import FeatureSettings, RunOptions
 
 LIBRARIES = ("numpy", "scipy", "librosa", "soundfile", "matplotlib", "tensorflow-cpu",

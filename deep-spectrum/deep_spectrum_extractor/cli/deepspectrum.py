@@ -283,7 +283,7 @@ def network_image_files(files: list[Path], folder: Path, settings, options: RunO
     error : str or None
         Why the file was skipped.
     """
-    from ..pipeline import ExtraOutput, extract_features
+    from ..run import ExtraOutput, extract_features
 
     if options.renderer == "numpy":
         from ..images.render import verify_renderer
@@ -337,10 +337,17 @@ def draw_labelled_figures(path: Path, relative: Path, settings, folder: Path,
 def _draw_labelled_figures(path, relative, settings, folder, fmt) -> int:
     from ..images import spectral_matrix
     from ..images.figures import labelled_figure, save_figure
-    from ..pipeline import file_chunks, side_output_name, timestamp_text
+    from ..run.reader import open_input
+    from ..run.work import side_output_name, timestamp_text
 
-    chunks, sample_rate, nfft = file_chunks(path, settings)
-    for chunk in chunks:
+    opened = open_input(path, settings)
+    if opened.error is not None:
+        raise DeepSpectrumError(opened.error)
+    sample_rate, nfft = opened.stream.sample_rate, opened.nfft
+    count = 0
+    for chunk in opened.stream.chunks(settings.window, settings.hop,
+                                      min_length=opened.min_length):
+        count += 1
         matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
                                  ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
         begin = settings.start if chunk.timestamp is None else chunk.timestamp
@@ -353,7 +360,7 @@ def _draw_labelled_figures(path, relative, settings, folder, fmt) -> int:
                                  offset=float(begin), title=title)
         save_figure(figure, folder / side_output_name(relative, chunk.timestamp, f".{fmt}"),
                     format=fmt)
-    return len(chunks)
+    return count
 
 
 def _ordered_map(function, tasks: list[tuple], processes: int) -> Iterator[tuple[tuple, object]]:

@@ -284,11 +284,11 @@ def _check_time_continuous_labels(prog, labels, files, settings) -> None:
     The chunks' timestamps depend on each file's length after trimming, so every file
     is read once here (decoding only, far cheaper than plotting).
     """
-    from ..pipeline import count_chunks
+    from ..run.reader import open_input
 
     print(f"{prog}: checking the time-continuous labels against {len(files)} file(s)",
           file=sys.stderr)
-    counts = {path: count_chunks(path, settings)[0] for path in files}
+    counts = {path: open_input(path, settings).count for path in files}
     labels.check_timestamps(counts, start=settings.start, hop=settings.hop)
 
 
@@ -300,7 +300,7 @@ def _extract(args, prog, started, config, settings, options, files, labels, outp
     from ..backend.networks import resolve_model
     from ..extraction import (StopOnError, extract_to_file, provenance, sidecar_path,
                               write_sidecar)
-    from ..pipeline import ExtraOutput, start_workers
+    from ..run import ExtraOutput, start_executor
 
     announce_loading(prog, f"{len(files)} audio file(s)", config.net(settings.net),
                      settings.layer)
@@ -312,7 +312,7 @@ def _extract(args, prog, started, config, settings, options, files, labels, outp
                         Path(args.wavout) if args.wavout else None)
     timestamps = settings.chunked and not args.no_timestamps
     # local workers start while the network loads
-    workers = (start_workers(options.processes, settings, options.renderer)
+    workers = (start_executor(options.processes, settings, options.renderer)
                if not args.scheduler else None)
     extractor = source = None
     try:
@@ -330,7 +330,7 @@ def _extract(args, prog, started, config, settings, options, files, labels, outp
             extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
     except BaseException:
         if workers is not None:
-            workers.shutdown(wait=False, cancel_futures=True)
+            workers.abandon()
         raise
     if shard is not None:
         return _run_shard(prog, files, output, settings, extractor, options, workers,
@@ -358,7 +358,7 @@ def _extract(args, prog, started, config, settings, options, files, labels, outp
             if extractor is not None:
                 extractor.close()
             if workers is not None:  # already shut down unless the run failed
-                workers.shutdown(wait=False, cancel_futures=True)
+                workers.abandon()
     if report.resumed_files or report.resume_note:
         print(f"{prog}: resumed; {report.resumed_files} file(s) were done before"
               + (f" ({report.resume_note})" if report.resume_note else ""), file=sys.stderr)
@@ -388,7 +388,7 @@ def _run_shard(prog, files, output, settings, extractor, options, workers, **job
                            **job)
     finally:
         extractor.close()
-        workers.shutdown(wait=False, cancel_futures=True)
+        workers.abandon()
     number, count = report.shard
     if report.begin >= report.end:
         print(f"{prog}: warning: shard {number} of {count} gets no work: the job's "

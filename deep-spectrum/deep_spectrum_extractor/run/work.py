@@ -1,0 +1,318 @@
+"""The units of work of a run: a range of positions, drawn and (optionally) extracted.
+
+The process that walks the plan reads the audio (each input once, in order) and puts
+into a :class:`RangeJob` the samples its chunks need; a worker draws the images
+(:func:`render_range`), and the network turns them into features, in the worker
+(:func:`extract_range`, on a cluster) or in the walking process (:func:`run_network`).
+A job carries no file handle and no network, so it can be run anywhere.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import Chunk, default_nfft
+from ..errors import DeepSpectrumError, OutputError
+from ..images import min_chunk_length, plot_matrix, spectral_matrix
+from ..output.guard import output_errors
+from ..settings import FeatureSettings
+
+
+@dataclass(frozen=True)
+class ExtraOutput:
+    """Optional per-chunk side outputs (``-specout``, ``-wavout``)."""
+
+    spectrogram_dir: Path | None = None
+    wav_dir: Path | None = None
+
+
+@dataclass
+class FileFeatures:
+    """All feature rows of one input, or why it produced none."""
+
+    index: int
+    path: Path
+    timestamps: list[Decimal | None] = field(default_factory=list)
+    features: np.ndarray | None = None
+    error: str | None = None
+    durations: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class PieceAudio:
+    """Chunks ``start:stop`` of input ``index`` at run position ``position``, with the
+    samples they need.
+
+    ``samples`` holds the signal from sample ``offset`` on; chunk ``n`` is
+    ``signal[n*hop : min(n*hop + window, length)]`` (the whole signal without a window).
+    """
+
+    index: int
+    start: int
+    stop: int
+    position: int
+    relative: Path
+    samples: np.ndarray
+    offset: int
+    length: int
+    window: int | None
+    hop: int | None
+    sample_rate: int
+    nfft: int
+    timestamps: tuple[Decimal | None, ...]
+
+    def chunks(self, start: int, stop: int) -> list[Chunk]:
+        """Chunks ``start:stop`` (run numbering of the input) as chunk_signal cuts them."""
+        if self.window is None:
+            return [Chunk(self.samples, None, 0)]
+        result = []
+        for number in range(start, stop):
+            first = number * self.hop
+            last = min(first + self.window, self.length)
+            result.append(Chunk(self.samples[first - self.offset:last - self.offset],
+                                self.timestamps[number - self.start], number))
+        return result
+
+
+@dataclass(frozen=True)
+class RangeJob:
+    """Positions ``[begin, end)`` of a run: everything needed to draw (and extract) them.
+
+    ``blanks`` blank images come first (the lead of a resumed run).
+    """
+
+    begin: int
+    end: int
+    blanks: int
+    pieces: tuple[PieceAudio, ...]
+    settings: FeatureSettings
+    batch_size: int
+    renderer: str = "numpy"
+    extra: ExtraOutput = ExtraOutput()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A segment that could not be read or drawn."""
+
+    index: int
+    segments: range
+    message: str
+
+
+@dataclass
+class PieceRows:
+    """Chunks ``start:stop`` of input ``index``: timestamps, durations and features."""
+
+    index: int
+    start: int
+    stop: int
+    position: int
+    timestamps: list[Decimal | None]
+    durations: list[float]
+    features: np.ndarray | None = None
+
+
+@dataclass
+class RenderedRange:
+    """The images (or features) of a :class:`RangeJob` in position order, or its failures."""
+
+    begin: int
+    end: int
+    images: np.ndarray | None
+    rows: list[PieceRows] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    features: np.ndarray | None = None
+
+
+def error_text(exc: BaseException) -> str:
+    """Why an input is skipped: the message of our errors, the type and message of others."""
+    return str(exc) if isinstance(exc, DeepSpectrumError) else f"{type(exc).__name__}: {exc}"
+
+
+def render_range(job: RangeJob) -> RenderedRange:
+    """Draw the chunks of a range (runs in a worker).
+
+    Chunks are drawn segment by segment (a segment: chunks ``s*B .. (s+1)*B`` of one
+    input), so that a failure is named by its segment.  Every failure in the range is
+    returned, and then no image: the caller drops those segments and plans again.  An
+    unexpected error in an input's first segment drops the whole input, a
+    DeepSpectrumError only the segment, as the original pipeline did.  Side outputs that
+    cannot be written stop the run (OutputError).
+
+    Returns
+    -------
+    RenderedRange
+        ``images`` [shape=(end - begin - blanks, size, size, 3), uint8].
+    """
+    size = job.batch_size
+    blocks, rows, failures = [], [], []
+    for piece in job.pieces:
+        start = piece.start
+        while start < piece.stop:
+            segment = start // size
+            stop = min(piece.stop, (segment + 1) * size)
+            chunks = piece.chunks(start, stop)
+            try:
+                images = render_chunks(chunks, piece.sample_rate, piece.nfft, job.settings,
+                                       renderer=job.renderer, relative=piece.relative,
+                                       extra=job.extra)
+            except OutputError:
+                raise
+            except Exception as exc:  # one odd input must not stop a corpus-wide run
+                whole = segment == 0 and not isinstance(exc, DeepSpectrumError)
+                segments = range(0, 1 << 62) if whole else range(segment, segment + 1)
+                failures.append(Failure(piece.index, segments, error_text(exc)))
+            else:
+                blocks.append(images)
+                rows.append(PieceRows(piece.index, start, stop,
+                                      piece.position + start - piece.start,
+                                      [chunk.timestamp for chunk in chunks],
+                                      [len(chunk.samples) / piece.sample_rate
+                                       for chunk in chunks]))
+            start = stop
+    if failures:
+        return RenderedRange(job.begin, job.end, None, failures=failures)
+    shape = (0, job.settings.size, job.settings.size, 3)
+    images = np.concatenate(blocks) if blocks else np.empty(shape, np.uint8)
+    return RenderedRange(job.begin, job.end, images, rows)
+
+
+def run_network(network, images: np.ndarray, *, batch_size: int,
+                blanks: int = 0) -> np.ndarray:
+    """Features of ``images``, computed in batches of ``batch_size`` from the first.
+
+    ``blanks`` blank images are put first and their features dropped.
+
+    Returns
+    -------
+    np.ndarray [shape=(n, n_features), float32]
+    """
+    if blanks:
+        images = np.concatenate([np.zeros((blanks,) + images.shape[1:], np.uint8), images])
+    if not len(images):
+        return np.empty((0, 0), np.float32)
+    outputs = [network.features(images[first:first + batch_size])
+               for first in range(0, len(images), batch_size)]
+    return np.concatenate(outputs)[blanks:]
+
+
+def attach_features(rendered: RenderedRange, features: np.ndarray) -> list[PieceRows]:
+    """Split the features of a rendered range among its pieces."""
+    offset = 0
+    for rows in rendered.rows:
+        count = rows.stop - rows.start
+        rows.features = features[offset:offset + count]
+        offset += count
+    return rendered.rows
+
+
+def extract_range(job: RangeJob, network) -> RenderedRange:
+    """Draw a range and run the network on it (both in the worker): the rows, no images."""
+    rendered = render_range(job)
+    if rendered.images is not None:
+        attach_features(rendered, run_network(network, rendered.images,
+                                              batch_size=job.batch_size, blanks=job.blanks))
+        rendered.images = None
+    return rendered
+
+
+# --- drawing ----------------------------------------------------------------------------
+
+def timestamp_text(timestamp: Decimal) -> str:
+    """A timestamp for file names: ``1.5``, ``0``, ``12.25`` (at most 4 decimals)."""
+    return f"{timestamp:.4f}".rstrip("0").rstrip(".")
+
+
+def side_output_name(relative: Path, timestamp: Decimal | None, suffix: str) -> Path:
+    """``<folder>/<stem>_<timestamp><suffix>`` (``<stem><suffix>`` without timestamp).
+
+    ``relative`` is the audio file's path relative to the input folder, so equal file
+    names in different folders never collide.
+    """
+    stem = relative.stem if timestamp is None else f"{relative.stem}_{timestamp_text(timestamp)}"
+    return relative.parent / (stem + suffix)
+
+
+def _drawing_function(renderer: str):
+    if renderer == "matplotlib":
+        return plot_matrix
+    from ..images.render import render_matrix
+
+    return render_matrix
+
+
+def render_chunks(chunks, sample_rate: int, nfft: int, settings: FeatureSettings, *,
+                  renderer: str = "numpy", relative: Path | None = None,
+                  extra: ExtraOutput = ExtraOutput()) -> np.ndarray:
+    """Images of ``chunks`` [shape=(n, size, size, 3), uint8], with their side outputs."""
+    draw = _drawing_function(renderer)
+    images = np.empty((len(chunks), settings.size, settings.size, 3), dtype=np.uint8)
+    for position, chunk in enumerate(chunks):
+        matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
+                                 ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
+        images[position] = draw(matrix, sample_rate=sample_rate, nfft=nfft,
+                                scale=settings.plot_scale, cmap=settings.cmap,
+                                size=settings.size, ylim=settings.ylim)
+        if relative is not None:
+            _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
+    return images
+
+
+def _write_side_outputs(extra: ExtraOutput, relative: Path, chunk, sample_rate: int,
+                        image: np.ndarray) -> None:
+    if extra.spectrogram_dir is not None:
+        from PIL import Image
+
+        target = extra.spectrogram_dir / side_output_name(relative, chunk.timestamp, ".png")
+        with output_errors(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(target)
+    if extra.wav_dir is not None:
+        import soundfile
+
+        target = extra.wav_dir / side_output_name(relative, chunk.timestamp, ".wav")
+        with output_errors(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(target, chunk.samples, sample_rate)
+
+
+def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy") -> None:
+    """Prepare a worker: one BLAS thread (it runs beside TensorFlow) and a first plot.
+
+    librosa loads its submodules lazily, so the first spectral matrix of a process costs
+    about two seconds; drawing one synthetic chunk with the run's settings pays that
+    (and fills the filter-bank caches) while the network loads, not on the first file.
+
+    Settings that cannot plot (DeepSpectrumError, e.g. ``-ylim`` keeping too few
+    frequency rows) are left to the real files, which report why they are skipped.  Any
+    other failure is a fault of the program: it is warned about (RuntimeWarning, on
+    stderr in a worker), and the worker goes on, as the files may still plot.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    import soundfile  # noqa: F401
+
+    if settings is None:
+        return
+    try:
+        sample_rate = settings.sample_rate or 16000
+        nfft = settings.nfft or default_nfft(sample_rate)
+        length = 2 * min_chunk_length(nfft, settings.delta)
+        noise = np.random.default_rng(0).standard_normal(length).astype(np.float32)
+        render_chunks([Chunk(noise, None, 0)], sample_rate, nfft, settings, renderer=renderer)
+    except DeepSpectrumError:
+        pass
+    except Exception as exc:  # noqa: BLE001  reported, but a warm-up must not stop a run
+        warnings.warn(f"the warm-up plot of a worker process failed ({type(exc).__name__}: "
+                      f"{exc}); please report this with the command line", RuntimeWarning,
+                      stacklevel=1)
