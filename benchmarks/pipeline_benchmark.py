@@ -205,12 +205,9 @@ def run_original(files, extractor, output: Path, pool, labels) -> int:
 
 def start_default_workers(processes: int, renderer: str = "numpy"):
     """extract_ds_features starts its workers while the network loads, too."""
-    from deep_spectrum_extractor.pipeline import start_workers
+    from deep_spectrum_extractor.run import start_executor
 
-    workers = start_workers(processes, SETTINGS, renderer)
-    for future in [workers.submit(os.getpid) for _ in range(processes)]:
-        future.result()
-    return workers
+    return start_executor(processes, SETTINGS, renderer)  # every worker started now
 
 
 def default_job(files, model: Path, processes: int, renderer: str = "numpy"):
@@ -228,8 +225,11 @@ def run_default(files, extractor, output: Path, workers, job) -> int:
     from deep_spectrum_extractor.extraction import extract_to_file
 
     options, record, labels = job
-    report = extract_to_file(files, output, SETTINGS, extractor, options, record=record,
-                             labels=labels, timestamps=True, executor=workers)
+    try:
+        report = extract_to_file(files, output, SETTINGS, extractor, options, record=record,
+                                 labels=labels, timestamps=True, executor=workers)
+    finally:
+        workers.close()
     return report.rows
 
 
@@ -310,7 +310,7 @@ def run_design(design: str, work: Path, processes: int, runs: int = 1) -> dict:
         if design == "original":
             pool = start_original_pool(processes)
         else:
-            workers = start_default_workers(processes, renderer)  # a run shuts them down
+            workers = start_default_workers(processes, renderer)  # run_default closes them
         before = inference_rate(network, rows)
         started = time.perf_counter()
         if design == "original":

@@ -61,6 +61,7 @@ scheduler file (``dask-scheduler --scheduler-file sched.json``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -68,7 +69,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from distributed import Client, KilledWorker, WorkerPlugin
 
@@ -416,30 +417,31 @@ def extract_distributed(files: list, settings: FeatureSettings, model_path: str 
 def _iterate(files, settings, options, model_path, sha256, *, scheduler, gpu, root, extra,
              align, ship_model, threads, batches_per_task, window,
              timeout) -> Iterator[FileFeatures]:
-    client, owned = _connect(scheduler, timeout)
-    try:
-        model = _model_ref(client, model_path, sha256, settings.layer, gpu=gpu,
-                           threads=threads, ship_model=ship_model)
-        executor = DaskExecutor(client, model, window=window, timeout=timeout)
+    with dask_executor(scheduler, model_path, layer=settings.layer, gpu=gpu,
+                       model_sha256=sha256, ship_model=ship_model, threads=threads,
+                       window=window, timeout=timeout) as executor:
         driver = Driver(files, settings, executor, options=options, root=root, extra=extra,
                         lead=align)
         yield from file_features(driver, Walk(batches_per_job=batches_per_task))
+
+
+@contextlib.contextmanager
+def dask_executor(scheduler, model_path: str | os.PathLike, *, layer: str, gpu: bool = True,
+                  model_sha256: str | None = None, ship_model: bool | None = None,
+                  threads: int | None = None, window: int | None = None,
+                  timeout: float | None = None) -> Iterator[DaskExecutor]:
+    """A :class:`DaskExecutor` on ``scheduler`` for the network ``model_path``/``layer``.
+
+    Arguments are those of :func:`extract_distributed`.  A client opened here is closed
+    when the block ends.
+    """
+    model_path = Path(model_path)
+    client, owned = _connect(scheduler, timeout)
+    try:
+        model = _model_ref(client, model_path, model_sha256 or _file_sha256(model_path),
+                           layer, gpu=gpu, threads=threads or single_machine_threads(),
+                           ship_model=ship_model)
+        yield DaskExecutor(client, model, window=window, timeout=timeout)
     finally:
         if owned:
             client.close()
-
-
-def distributed_source(scheduler, model_path: str | os.PathLike, **keywords) -> Callable:
-    """:func:`extract_distributed` with the signature of ``extract_features``.
-
-    For code that takes the pipeline function as a parameter, such as
-    ``extract_to_file(..., source=distributed_source(address, model_path))``; the
-    ``extractor`` argument is ignored (the workers load the network).  ``keywords`` are
-    passed on (``gpu``, ``model_sha256``, ``ship_model``, ``timeout`` ...).
-    """
-    def source(files, settings, extractor=None, options: RunOptions = RunOptions(), *,
-               root=None, extra: ExtraOutput = ExtraOutput(), align: int = 0):
-        return extract_distributed(files, settings, model_path, options, scheduler=scheduler,
-                                   root=root, extra=extra, align=align, **keywords)
-
-    return source

@@ -28,7 +28,9 @@ from . import __version__
 from .errors import ParameterError
 from .output.guard import lock_output, output_errors, write_text_atomically
 from .output.writers import BINARY_FORMATS, open_writer, part_path
-from .run import ExtraOutput, FileFeatures, extract_features
+from .run import ExtraOutput, FileFeatures, start_executor
+from .run.driver import Checkpoint, Driver, Finished, Rows, Walk
+from .run.reader import display_path
 from .settings import FeatureSettings, RunOptions
 
 LIBRARIES = ("numpy", "scipy", "librosa", "soundfile", "matplotlib", "tensorflow-cpu",
@@ -97,6 +99,7 @@ class ExtractionReport:
     done: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     resumed_files: int = 0
+    resumed_position: int = 0  # chunk positions before it were not drawn again
     resume_note: str | None = None  # why fewer files than journalled were kept
     committed: bool = False
 
@@ -132,25 +135,38 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
                     root: Path | None = None, extra: ExtraOutput = ExtraOutput(),
                     resume: bool = False, stop_on_error: bool = False,
                     on_file: Callable[[FileFeatures], None] | None = None,
-                    executor=None, source: Callable | None = None) -> ExtractionReport:
+                    executor=None) -> ExtractionReport:
     """Extract features of ``files`` into ``output``; see the module docstring.
 
-    ``source`` replaces the local pipeline (:func:`extract_features`) by another producer
-    of the same FileFeatures, e.g. :func:`~deep_spectrum_extractor.distributed.distributed_source`.
-    The output is committed only when every file has been handled and at least one row
-    was written.  On an exception (Ctrl-C, a signal turned into an exception, a
-    :class:`StopOnError`) the part file and journal stay for ``resume``.
+    ``executor`` draws the images (:func:`~deep_spectrum_extractor.run.start_executor`,
+    or a :class:`~deep_spectrum_extractor.distributed.DaskExecutor`, which also runs the
+    network); by default one is started here.  The output is committed only when every
+    file has been handled and at least one row was written.  On an exception (Ctrl-C, a
+    signal turned into an exception, a :class:`StopOnError`, a full disk) the part file
+    and journal stay for ``resume``.
     """
-    with lock_output(output):
-        return _extract_to_file(files, output, settings, extractor, options, record=record,
-                                labels=labels, timestamps=timestamps, root=root, extra=extra,
-                                resume=resume, stop_on_error=stop_on_error, on_file=on_file,
-                                executor=executor, source=source)
+    own = executor is None
+    executor = executor or start_executor(options.processes, settings, options.renderer)
+    finished = False
+    try:
+        with lock_output(output):
+            report = _extract_to_file(files, output, settings, extractor, options,
+                                      record=record, labels=labels, timestamps=timestamps,
+                                      root=root, extra=extra, resume=resume,
+                                      stop_on_error=stop_on_error, on_file=on_file,
+                                      executor=executor)
+        finished = True
+        return report
+    finally:
+        if finished and own:
+            executor.close()
+        elif not finished:
+            executor.abandon()
 
 
 def _extract_to_file(files, output, settings, extractor, options, *, record, labels,
-                     timestamps, root, extra, resume, stop_on_error, on_file, executor,
-                     source) -> ExtractionReport:
+                     timestamps, root, extra, resume, stop_on_error, on_file,
+                     executor) -> ExtractionReport:
     report = ExtractionReport(output)
     keys = [str(path.relative_to(root)) if root is not None else path.name for path in files]
     fingerprint = json.loads(json.dumps({  # as it reads back from the journal
@@ -158,60 +174,45 @@ def _extract_to_file(files, output, settings, extractor, options, *, record, lab
         "labels": [[a.name, a.values] for a in labels.attributes] if labels else None,
         "files": keys}))
     journal = journal_path(output)
-    finished: list[dict] = []
     if resume and output.suffix.lower() in BINARY_FORMATS:
         raise ParameterError(f"--resume works for ARFF and CSV output, not "
                              f"{output.suffix}; run without --resume to start over")
-    position = {key: number for number, key in enumerate(keys)}
+    state = None
     if resume and journal.exists() and part_path(output).exists():
-        previous, entries = _read_journal(journal)
-        _check_same_job(previous, fingerprint, journal)
-        finished, report.resume_note = _still_valid(entries, files, position,
-                                                    part_path(output))
-    resume_offset = finished[-1]["offset"] if finished else None
-    report.rows = finished[-1]["rows"] if finished else 0
-    if not finished:
-        with output_errors(output):
-            output.parent.mkdir(parents=True, exist_ok=True)
-            journal.write_text(json.dumps({"fingerprint": fingerprint}) + "\n",
-                               encoding="utf-8")
-    for entry in finished:
-        path = files[position[entry["file"]]]
-        if entry["error"] is None:
-            report.done.append(path)
-        else:
-            report.skipped.append((path, entry["error"]))
-    report.resumed_files = len(finished)
-    todo = files[len(finished):]
-    todo_keys = keys[len(finished):]
-
+        state = _resume_state(journal, fingerprint, files, part_path(output), report)
+    with output_errors(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        lines = state.lines if state else [json.dumps({"fingerprint": fingerprint})]
+        journal.write_text("\n".join(lines) + "\n", encoding="utf-8")
     writer = open_writer(output, timestamps=timestamps,
                          labels=labels.attributes if labels else None, record=record,
-                         comments=provenance_comments(record), resume_offset=resume_offset,
-                         resume_rows=report.rows)
-    align = report.rows % options.batch_size
+                         comments=provenance_comments(record),
+                         resume_offset=state.offset if state else None,
+                         resume_rows=state.rows if state else 0)
+    driver = Driver(files, settings, executor, extractor, options=options, root=root,
+                    extra=extra, drops=state.drops if state else None)
+    walk = Walk(begin=state.position, next_input=state.next_input) if state else Walk()
     try:
         with output_errors(output), open(journal, "a", encoding="utf-8") as log:
-            background = _WriterThread(writer, log, todo_keys,
-                                       max_rows=4 * options.batch_size)
+            background = _WriterThread(writer, log, files, keys, labels,
+                                       max_rows=4 * options.batch_size,
+                                       open_input=state.open_input if state else None)
             try:
-                results = (source(todo, settings, extractor, options, root=root, extra=extra,
-                                  align=align) if source is not None else
-                           extract_features(todo, settings, extractor, options, root=root,
-                                            extra=extra, align=align, executor=executor))
-                for result in results:
-                    if result.ok:
-                        rows = ([labels.row(result.path, ts) for ts in result.timestamps]
-                                if labels else None)
-                        report.done.append(result.path)
-                    else:
-                        rows = None
-                        report.skipped.append((result.path, result.error))
-                    background.put(result, rows, todo[result.index])
-                    if on_file is not None:
-                        on_file(result)
-                    if stop_on_error and not result.ok:
-                        raise StopOnError(result.path, result.error)
+                for event in driver.walk(walk):
+                    if isinstance(event, Checkpoint):
+                        event = (event, driver.plan.dropped())
+                    background.put(event)
+                    if isinstance(event, Finished):
+                        result = FileFeatures(event.index, display_path(files[event.index]),
+                                              error=event.error)
+                        if result.ok:
+                            report.done.append(result.path)
+                        else:
+                            report.skipped.append((result.path, result.error))
+                        if on_file is not None:
+                            on_file(result)
+                        if stop_on_error and not result.ok:
+                            raise StopOnError(result.path, result.error)
             finally:
                 background.finish()  # everything handed over is written and journalled
     except BaseException:
@@ -242,43 +243,95 @@ def input_fingerprint(source) -> dict | None:
         return None  # unreadable now: never taken as unchanged
 
 
-def _still_valid(entries: list[dict], files: list, position: dict[str, int],
-                 part: Path) -> tuple[list[dict], str | None]:
-    """The journal's leading entries that can be kept, and why the rest cannot.
+@dataclass
+class _ResumeState:
+    """Where an interrupted run is continued: a checkpoint of its journal."""
 
-    An entry is kept while its input's content is what was processed and the part file
-    holds the rows it claims; the run goes on from the first entry that fails either.
+    lines: list[str]          # the journal up to the checkpoint
+    position: int
+    next_input: int
+    offset: int
+    rows: int
+    open_input: list | None   # [input, offset, rows, header written, fingerprint]
+    drops: list
+
+
+def _resume_state(journal: Path, fingerprint: dict, files: list, part: Path,
+                  report: ExtractionReport) -> _ResumeState | None:
+    """The last checkpoint whose inputs are unchanged and whose rows the part file holds.
+
+    Everything after it is done again; None: nothing can be kept.
     """
+    previous, entries = _read_journal(journal)
+    _check_same_job(previous, fingerprint, journal)
     size = part.stat().st_size
+    inputs: dict[int, dict] = {}
+    hashes: dict[int, dict | None] = {}
+
+    def unchanged(index: int, recorded) -> bool:
+        if index not in hashes:
+            hashes[index] = input_fingerprint(files[index])
+        return recorded is not None and recorded == hashes[index]
+
+    checkpoints = []
     for number, entry in enumerate(entries):
-        key = entry.get("file")
-        if position.get(key) != number:
-            return entries[:number], f"the journal does not list {key} in input order"
+        if "checkpoint" in entry:
+            checkpoints.append((number, entry, dict(inputs)))
+        elif "input" in entry:
+            inputs[entry["input"]] = entry
+    note = None
+    for number, entry, done in reversed(checkpoints):
         if entry["offset"] > size:
-            return entries[:number], (f"the part file holds {size} bytes but its journal "
-                                      f"says {entry['offset']} after {key}; the run goes on "
-                                      f"from {key}")
-        recorded = entry.get("input")
-        if recorded is None or recorded != input_fingerprint(files[number]):
-            return entries[:number], (f"{key} changed after it was processed; the run goes "
-                                      "on from it")
-    return entries, None
+            note = (f"the part file holds {size} bytes but its journal says "
+                    f"{entry['offset']}; the run goes on from an earlier point")
+            continue
+        changed = [index for index in range(entry["next_input"])
+                   if not unchanged(index, done.get(index, {}).get("fingerprint"))]
+        opened = entry.get("open")
+        if opened is not None and not unchanged(opened[0], opened[4]):
+            changed.append(opened[0])
+        if changed:
+            note = (f"{display_path(files[min(changed)]).name} changed after it was "
+                    "processed; the run goes on from it")
+            continue
+        for index in range(entry["next_input"]):
+            path, error = display_path(files[index]), done[index]["error"]
+            if error is None:
+                report.done.append(path)
+            else:
+                report.skipped.append((path, error))
+        report.resumed_files, report.resumed_position = entry["next_input"], entry["checkpoint"]
+        report.resume_note = note
+        lines = [json.dumps({"fingerprint": previous})]
+        lines += [json.dumps(line) for line in entries[:number + 1]]
+        return _ResumeState(lines, entry["checkpoint"], entry["next_input"], entry["offset"],
+                            entry["rows"], opened, entry["drops"])
+    report.resume_note = note
+    return None
 
 
 class _WriterThread:
-    """Formats and writes finished files in a thread of its own.
+    """Formats and writes rows in a thread of its own, and keeps the journal.
 
     Turning float32 values into text costs about as much per row as a CPU forward pass
     of a small network; done here it overlaps with the network's next batch (TensorFlow
-    releases the GIL while it computes).  Up to ``max_rows`` rows wait for it (at least
-    one file), so the main thread rarely waits and memory stays bounded.  Each file's
-    rows are flushed before its journal line is written, so the journal never claims
+    releases the GIL while it computes).  Up to ``max_rows`` rows wait for it, so the
+    main thread rarely waits and memory stays bounded.
+
+    It takes the driver's events in order: rows are written as they come (a writer that
+    cannot take rows back gets each input's rows when the input is complete); an input
+    that fails after some of its rows were written has them taken back; a checkpoint
+    flushes the rows before its journal line is written, so the journal never claims
     rows the part file lacks.
     """
 
-    def __init__(self, writer, log, keys: list[str], max_rows: int):
-        self._writer, self._log, self._keys = writer, log, keys
+    def __init__(self, writer, log, files: list, keys: list[str], labels, *, max_rows: int,
+                 open_input: list | None = None):
+        self._writer, self._log = writer, log
+        self._files, self._keys, self._labels = files, keys, labels
         self._max_rows = max_rows
+        self._open = open_input       # [input, offset, rows, header, fingerprint] being written
+        self._held: list = []         # rows of the open input (a writer that cannot stream)
         self._items: collections.deque = collections.deque()
         self._waiting_rows = 0
         self._closed = False
@@ -287,14 +340,18 @@ class _WriterThread:
         self._thread = threading.Thread(target=self._run, name="feature-writer", daemon=True)
         self._thread.start()
 
-    def put(self, result: FileFeatures, rows, source) -> None:
-        size = len(result.timestamps)
+    @staticmethod
+    def _size(item) -> int:
+        return item.rows.stop - item.rows.start if isinstance(item, Rows) else 0
+
+    def put(self, item) -> None:
+        size = self._size(item)
         with self._condition:
             while (self._items and self._waiting_rows + size > self._max_rows
                    and self._error is None):
                 self._condition.wait()
             self._raise()
-            self._items.append((result, rows, source))
+            self._items.append(item)
             self._waiting_rows += size
             self._condition.notify_all()
 
@@ -316,23 +373,58 @@ class _WriterThread:
                     self._condition.wait()
                 if not self._items:
                     return
-                result, rows, source = self._items[0]
+                item = self._items[0]
             try:
                 if self._error is None:
-                    self._write(result, rows, source)
+                    self._handle(item)
             except BaseException as exc:  # handed to the main thread by put()/finish()
                 self._error = exc
             with self._condition:
                 self._items.popleft()
-                self._waiting_rows -= len(result.timestamps)
+                self._waiting_rows -= self._size(item)
                 self._condition.notify_all()
 
-    def _write(self, result: FileFeatures, rows, source) -> None:
-        if result.ok:
-            self._writer.write(result.path.name, result.timestamps, result.features, rows)
-        offset = self._writer.flush()
-        entry = {"file": self._keys[result.index], "offset": offset, "rows": self._writer.rows,
-                 "error": result.error, "input": input_fingerprint(source)}
+    def _handle(self, item) -> None:
+        if isinstance(item, Rows):
+            rows = item.rows
+            if self._open is None or self._open[0] != rows.index:
+                self._open = [rows.index, *self._writer_mark(),
+                              input_fingerprint(self._files[rows.index])]
+            if self._writer.streams:
+                self._write(rows)
+            else:
+                self._held.append(rows)
+        elif isinstance(item, Finished):
+            opened = self._open if self._open and self._open[0] == item.index else None
+            if opened is not None and item.error is not None and self._writer.streams:
+                self._writer.rollback(tuple(opened[1:4]))
+            if not self._writer.streams:
+                if item.error is None:
+                    for rows in self._held:
+                        self._write(rows)
+                self._held = []
+            recorded = opened[4] if opened else input_fingerprint(self._files[item.index])
+            self._journal({"input": item.index, "file": self._keys[item.index],
+                           "error": item.error, "fingerprint": recorded})
+            self._open = None
+        else:
+            checkpoint, drops = item
+            offset = self._writer.flush()
+            if not self._writer.streams:
+                return  # binary outputs cannot be resumed
+            self._journal({"checkpoint": checkpoint.position, "next_input": checkpoint.next_input,
+                           "offset": offset, "rows": self._writer.rows, "open": self._open,
+                           "drops": drops})
+
+    def _writer_mark(self) -> tuple:
+        return self._writer.mark() if self._writer.streams else (0, 0, False)
+
+    def _write(self, rows) -> None:
+        path = display_path(self._files[rows.index])
+        labels = [self._labels.row(path, ts) for ts in rows.timestamps] if self._labels else None
+        self._writer.write(path.name, rows.timestamps, rows.features, labels)
+
+    def _journal(self, entry: dict) -> None:
         self._log.write(json.dumps(entry) + "\n")
         self._log.flush()
 

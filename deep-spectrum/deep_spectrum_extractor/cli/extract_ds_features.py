@@ -311,34 +311,37 @@ def _extract(args, prog, started, config, settings, options, files, labels, outp
     extra = ExtraOutput(Path(args.specout) if args.specout else None,
                         Path(args.wavout) if args.wavout else None)
     timestamps = settings.chunked and not args.no_timestamps
-    # local workers start while the network loads
+    # local workers start while the network loads; a cluster is connected to once it has
+    stack = contextlib.ExitStack()
     workers = (start_executor(options.processes, settings, options.renderer)
                if not args.scheduler else None)
-    extractor = source = None
+    extractor = None
     try:
         _entry, model_path = resolve_model(config, settings.net)
         record = provenance(settings, options, model_path)
         if args.scheduler:
             from ..backend.extractor import available_layers
-            from ..distributed import distributed_source
+            from ..distributed import dask_executor
 
             if settings.layer not in available_layers(model_path):  # before any work
                 FrozenGraphExtractor(model_path, settings.layer, gpu=False)  # names the layers
-            source = distributed_source(args.scheduler, model_path, gpu=config.gpu,
-                                        model_sha256=record["network"]["sha256"])
+            workers = stack.enter_context(dask_executor(
+                args.scheduler, model_path, layer=settings.layer, gpu=config.gpu,
+                model_sha256=record["network"]["sha256"]))
         else:
             extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
     except BaseException:
         if workers is not None:
             workers.abandon()
+        stack.close()
         raise
     if shard is not None:
         return _run_shard(prog, files, output, settings, extractor, options, workers,
                           shard=shard, record=record, labels=labels, timestamps=timestamps,
                           root=root, extra=extra)
 
-    with tqdm(total=len(files), unit="file", file=sys.stderr,
-              disable=not options.progress) as bar:
+    with stack, tqdm(total=len(files), unit="file", file=sys.stderr,
+                     disable=not options.progress) as bar:
         def on_file(result):
             bar.update()
             if not result.ok:
@@ -348,8 +351,7 @@ def _extract(args, prog, started, config, settings, options, files, labels, outp
             report = extract_to_file(
                 files, output, settings, extractor, options, record=record, labels=labels,
                 timestamps=timestamps, root=root, extra=extra, resume=args.resume,
-                stop_on_error=args.stop_on_error, on_file=on_file, executor=workers,
-                source=source)
+                stop_on_error=args.stop_on_error, on_file=on_file, executor=workers)
         except StopOnError as stop:
             print(f"{prog}: stopped at the first bad file ({stop.path}: {stop.reason}); "
                   f"{output} not written", file=sys.stderr)
@@ -357,10 +359,10 @@ def _extract(args, prog, started, config, settings, options, files, labels, outp
         finally:
             if extractor is not None:
                 extractor.close()
-            if workers is not None:  # already shut down unless the run failed
-                workers.abandon()
-    if report.resumed_files or report.resume_note:
-        print(f"{prog}: resumed; {report.resumed_files} file(s) were done before"
+            workers.abandon()  # done, or stopped: the workers need not finish anything
+    if report.resumed_files or report.resumed_position or report.resume_note:
+        print(f"{prog}: resumed; {report.resumed_files} file(s) were done before and "
+              f"{report.resumed_position} chunk(s) were not drawn again"
               + (f" ({report.resume_note})" if report.resume_note else ""), file=sys.stderr)
     write_sidecar(output, record, report)
     elapsed = time.monotonic() - started

@@ -31,6 +31,8 @@ from .writers import OutputFile, attribute_names, printable_name
 class _BinaryWriter(OutputFile):
     """Shared bookkeeping of the binary formats (a part file cannot be continued)."""
 
+    streams = False  # rows cannot be taken back: they come when an input is complete
+
     def __init__(self, path: str | os.PathLike, *, timestamps: bool,
                  labels: list[LabelAttribute] | None, record: dict | None = None):
         self.timestamps = timestamps

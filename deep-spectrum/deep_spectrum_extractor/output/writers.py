@@ -268,6 +268,23 @@ class FeatureWriter(OutputFile):
             self._file.flush()
             return self._file.tell()
 
+    #: Rows can be taken back (:meth:`mark`, :meth:`rollback`), so they are written as
+    #: they come; a writer without it gets each input's rows when the input is complete.
+    streams = True
+
+    def mark(self) -> tuple[int, int, bool]:
+        """Where the part file stands now, for :meth:`rollback`."""
+        return self.flush(), self.rows, self._header_written
+
+    def rollback(self, mark: tuple[int, int, bool]) -> None:
+        """Take back every row written since ``mark`` (an input that failed late)."""
+        offset, rows, header = mark
+        with output_errors(self.path):
+            self._file.flush()
+            self._file.seek(offset)
+            self._file.truncate()
+        self.rows, self._header_written = rows, header
+
     def _finish(self) -> None:
         self._file.close()
 
