@@ -28,7 +28,7 @@ from . import __version__
 from .errors import ParameterError
 from .output.guard import lock_output, output_errors, write_text_atomically
 from .output.writers import BINARY_FORMATS, open_writer, part_path
-from .run import ExtraOutput, FileFeatures, start_executor
+from .run import ExtraOutput, FileFeatures, executor_for
 from .run.driver import Checkpoint, Driver, Finished, Rows, Walk
 from .run.reader import display_path
 from .settings import FeatureSettings, RunOptions
@@ -145,23 +145,11 @@ def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, 
     signal turned into an exception, a :class:`StopOnError`, a full disk) the part file
     and journal stay for ``resume``.
     """
-    own = executor is None
-    executor = executor or start_executor(options.processes, settings, options.renderer)
-    finished = False
-    try:
-        with lock_output(output):
-            report = _extract_to_file(files, output, settings, extractor, options,
-                                      record=record, labels=labels, timestamps=timestamps,
-                                      root=root, extra=extra, resume=resume,
-                                      stop_on_error=stop_on_error, on_file=on_file,
-                                      executor=executor)
-        finished = True
-        return report
-    finally:
-        if finished and own:
-            executor.close()
-        elif not finished:
-            executor.abandon()
+    with lock_output(output), executor_for(executor, settings, options) as executor:
+        return _extract_to_file(files, output, settings, extractor, options, record=record,
+                                labels=labels, timestamps=timestamps, root=root, extra=extra,
+                                resume=resume, stop_on_error=stop_on_error, on_file=on_file,
+                                executor=executor)
 
 
 def _extract_to_file(files, output, settings, extractor, options, *, record, labels,

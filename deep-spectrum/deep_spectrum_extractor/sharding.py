@@ -209,7 +209,7 @@ def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings,
     extra : ExtraOutput
     executor : optional
         From :func:`~deep_spectrum_extractor.run.start_executor`; by default one is
-        started here.  Closed when the shard is done.
+        started here (see :func:`~deep_spectrum_extractor.run.executor_for`).
 
     Returns
     -------
@@ -229,21 +229,12 @@ def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings,
         raise ParameterError(f"-shard writes ARFF or CSV, whose shards can be joined byte for "
                              f"byte; {output.name} would be {output.suffix[1:]}: name the "
                              "output .arff or .csv")
-    from .run import start_executor
+    from .run import executor_for
 
-    executor = executor or start_executor(options.processes, settings, options.renderer)
-    finished = False
-    try:
-        report = _run_shard(files, output, settings, extractor, options, executor, shard=shard,
-                            record=record, labels=labels, timestamps=timestamps, root=root,
-                            extra=extra)
-        finished = True
-    finally:
-        if finished:
-            executor.close()
-        else:
-            executor.abandon()
-    return report
+    with executor_for(executor, settings, options) as executor:
+        return _run_shard(files, output, settings, extractor, options, executor, shard=shard,
+                          record=record, labels=labels, timestamps=timestamps, root=root,
+                          extra=extra)
 
 
 def _run_shard(files, output, settings, extractor, options, executor, *, shard, record,

@@ -29,6 +29,17 @@ def default_nfft(sample_rate: int) -> int:
     return 1 << (samples - 1).bit_length()
 
 
+def chunk_samples(window: Decimal, hop: Decimal, sample_rate: int) -> tuple[int, int]:
+    """``(w, h)``: window and hop in samples; ParameterError if either is below one sample."""
+    window_samples = int(window * sample_rate)
+    hop_samples = int(hop * sample_rate)
+    if window_samples < 1 or hop_samples < 1:
+        raise ParameterError(
+            f"-t {window} {hop} gives {window_samples} and {hop_samples} samples at "
+            f"{sample_rate} Hz; both must be at least one sample")
+    return window_samples, hop_samples
+
+
 def chunk_signal(signal: np.ndarray, sample_rate: int, *, window: Decimal | None,
                  hop: Decimal | None, start: Decimal = Decimal(0),
                  min_length: int = 1) -> list[Chunk]:
@@ -44,12 +55,7 @@ def chunk_signal(signal: np.ndarray, sample_rate: int, *, window: Decimal | None
     if window is None:
         chunks = [Chunk(signal, None, 0)]
     else:
-        window_samples = int(window * sample_rate)
-        hop_samples = int(hop * sample_rate)
-        if window_samples < 1 or hop_samples < 1:
-            raise ParameterError(
-                f"-t {window} {hop} gives {window_samples} and {hop_samples} samples at "
-                f"{sample_rate} Hz; both must be at least one sample")
+        window_samples, hop_samples = chunk_samples(window, hop, sample_rate)
         count = max(len(signal) // hop_samples, 1)
         chunks = [Chunk(signal[n * hop_samples:min(n * hop_samples + window_samples, len(signal))],
                         start + n * hop, n)

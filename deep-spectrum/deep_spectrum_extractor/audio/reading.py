@@ -6,6 +6,7 @@ channels are averaged to mono, exact zeros at both ends are trimmed, and then
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from decimal import Decimal
@@ -51,6 +52,44 @@ def find_audio_files(path: str | os.PathLike, extensions=AUDIO_EXTENSIONS) -> li
     return sorted(found)
 
 
+def in_memory_data(audio: InMemoryAudio) -> tuple[np.ndarray, int]:
+    """An in-memory signal as float64 ``(n, channels)`` and its rate, or AudioError."""
+    data, sample_rate = np.asarray(audio.samples, dtype=np.float64), audio.sample_rate
+    if data.ndim == 1:
+        data = data[:, np.newaxis]
+    if data.ndim != 2 or sample_rate <= 0:
+        raise AudioError(f"{audio.name}: a signal must have shape (n,) or (n, channels) "
+                         "and a positive sample rate")
+    return data, sample_rate
+
+
+def open_audio_file(path):
+    """``path`` opened for reading, with a precise reason (a folder, permission denied, a
+    symlink loop ...) as AudioError when it cannot be."""
+    if Path(path).is_dir():
+        raise AudioError(f"{os.fspath(path)} is a directory, not an audio file")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise AudioError(f"cannot open the file: {describe_os_error(exc)}") from exc
+
+
+@contextlib.contextmanager
+def decoding_errors(path):
+    """Within the block, decoder and I/O failures become AudioError with their reason."""
+    import soundfile
+
+    try:
+        yield
+    except soundfile.LibsndfileError as exc:
+        raise AudioError(f"cannot decode audio in {Path(path).name} "
+                         f"({exc.error_string})") from exc
+    except OSError as exc:
+        raise AudioError(f"cannot read the file: {describe_os_error(exc)}") from exc
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"cannot decode audio ({exc})") from exc
+
+
 def read_audio(path: str | os.PathLike | InMemoryAudio, *, start: Decimal = Decimal(0),
                end: Decimal | None = None,
                target_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -73,29 +112,10 @@ def read_audio(path: str | os.PathLike | InMemoryAudio, *, start: Decimal = Deci
     import soundfile
 
     if isinstance(path, InMemoryAudio):
-        data, sample_rate = np.asarray(path.samples, dtype=np.float64), path.sample_rate
-        if data.ndim == 1:
-            data = data[:, np.newaxis]
-        if data.ndim != 2 or sample_rate <= 0:
-            raise AudioError(f"{path.name}: a signal must have shape (n,) or (n, channels) "
-                             "and a positive sample rate")
+        data, sample_rate = in_memory_data(path)
     else:
-        if Path(path).is_dir():
-            raise AudioError(f"{os.fspath(path)} is a directory, not an audio file")
-        try:  # opened here, so that a failure to open has its own, precise reason
-            handle = open(path, "rb")
-        except OSError as exc:
-            raise AudioError(f"cannot open the file: {describe_os_error(exc)}") from exc
-        with handle:
-            try:
-                data, sample_rate = soundfile.read(handle, dtype="float64", always_2d=True)
-            except soundfile.LibsndfileError as exc:
-                raise AudioError(f"cannot decode audio in {Path(path).name} "
-                                 f"({exc.error_string})") from exc
-            except OSError as exc:
-                raise AudioError(f"cannot read the file: {describe_os_error(exc)}") from exc
-            except (RuntimeError, TypeError, ValueError) as exc:
-                raise AudioError(f"cannot decode audio ({exc})") from exc
+        with open_audio_file(path) as handle, decoding_errors(path):
+            data, sample_rate = soundfile.read(handle, dtype="float64", always_2d=True)
     if data.size == 0:
         raise AudioError("the file holds no samples")
     if not np.isfinite(data).all():

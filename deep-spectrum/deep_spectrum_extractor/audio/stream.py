@@ -35,9 +35,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import AudioError, ParameterError, describe_os_error
-from .chunking import Chunk
-from .reading import InMemoryAudio
+from ..errors import AudioError, ParameterError
+from .chunking import Chunk, chunk_samples
+from .reading import InMemoryAudio, decoding_errors, in_memory_data, open_audio_file
 
 #: Frames decoded per read unless told otherwise.
 DEFAULT_BLOCK_FRAMES = 1 << 16
@@ -80,17 +80,6 @@ def resampled_length(frames: int, in_rate: float, out_rate: float) -> int:
     return int(frames / (in_rate / out_rate) + 0.5)
 
 
-def _chunk_samples(window: Decimal, hop: Decimal, sample_rate: int) -> tuple[int, int]:
-    """``(w, h)``: window and hop in samples, refused as chunk_signal refuses them."""
-    window_samples = int(window * sample_rate)
-    hop_samples = int(hop * sample_rate)
-    if window_samples < 1 or hop_samples < 1:
-        raise ParameterError(
-            f"-t {window} {hop} gives {window_samples} and {hop_samples} samples at "
-            f"{sample_rate} Hz; both must be at least one sample")
-    return window_samples, hop_samples
-
-
 def number_of_chunks(length: int, sample_rate: int, *, window: Decimal | None,
                      hop: Decimal | None, min_length: int = 1) -> int:
     """``len(chunk_signal(x, sample_rate, ...))`` for any ``x`` of ``length`` samples.
@@ -117,7 +106,7 @@ def number_of_chunks(length: int, sample_rate: int, *, window: Decimal | None,
     """
     if window is None:
         return 1 if length >= min_length else 0
-    window_samples, hop_samples = _chunk_samples(window, hop, sample_rate)
+    window_samples, hop_samples = chunk_samples(window, hop, sample_rate)
     total = max(length // hop_samples, 1)
     if window_samples < min_length or length < min_length:
         return 0
@@ -153,32 +142,10 @@ def _unseeking_class():
 
 
 @contextlib.contextmanager
-def _decoding(path):
-    """Turn decoder and I/O failures into read_audio's AudioError messages."""
-    import soundfile
-
-    try:
-        yield
-    except soundfile.LibsndfileError as exc:
-        raise AudioError(f"cannot decode audio in {Path(path).name} "
-                         f"({exc.error_string})") from exc
-    except OSError as exc:
-        raise AudioError(f"cannot read the file: {describe_os_error(exc)}") from exc
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"cannot decode audio ({exc})") from exc
-
-
-@contextlib.contextmanager
 def _open_sound_file(path):
     """The file opened as read_audio opens it, as an unseeking SoundFile."""
-    if Path(path).is_dir():
-        raise AudioError(f"{os.fspath(path)} is a directory, not an audio file")
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise AudioError(f"cannot open the file: {describe_os_error(exc)}") from exc
-    with handle:
-        with _decoding(path):
+    with open_audio_file(path) as handle:
+        with decoding_errors(path):
             sound = _unseeking_class()(handle)
         try:
             yield sound
@@ -296,12 +263,7 @@ class AudioStream:
 
     def _open_memory(self, audio: InMemoryAudio) -> None:
         """read_audio's checks and channel mix of an in-memory signal."""
-        data, sample_rate = np.asarray(audio.samples, dtype=np.float64), audio.sample_rate
-        if data.ndim == 1:
-            data = data[:, np.newaxis]
-        if data.ndim != 2 or sample_rate <= 0:
-            raise AudioError(f"{audio.name}: a signal must have shape (n,) or (n, channels) "
-                             "and a positive sample rate")
+        data, sample_rate = in_memory_data(audio)
         if data.size == 0:
             raise AudioError(_NO_SAMPLES)
         if not np.isfinite(data).all():
@@ -372,7 +334,7 @@ class AudioStream:
             while stop > first and last is None:
                 begin = max(stop - self.block_frames, first)
                 try:
-                    with _decoding(path):
+                    with decoding_errors(path):
                         sound.seek(begin)
                         block = sound.read(out=buffer[:stop - begin])
                 except AudioError:
@@ -407,13 +369,13 @@ class AudioStream:
         with _open_sound_file(path) as sound:
             position = begin if self.exact_seek else 0
             if sound.can_seek:  # soundfile.read seeks once to its start frame too
-                with _decoding(path):
+                with decoding_errors(path):
                     sound.seek(position)
             buffer = np.empty((size, self.channels), dtype=np.float64)
             while position < stop:
                 limit = begin if position < begin else stop
                 want = min(size, limit - position)
-                with _decoding(path):
+                with decoding_errors(path):
                     block = sound.read(out=buffer[:want])
                 if not np.isfinite(block).all():
                     raise AudioError(_NOT_FINITE)
@@ -542,7 +504,7 @@ class AudioStream:
         first = max(first, 0)
         if window is None:
             return (0, self.length) if first < stop else (0, 0)
-        window_samples, hop_samples = _chunk_samples(window, hop, self.sample_rate)
+        window_samples, hop_samples = chunk_samples(window, hop, self.sample_rate)
         if first >= stop:
             begin = min(first * hop_samples, self.length)
             return begin, begin
@@ -592,7 +554,7 @@ class AudioStream:
         if window is None:
             yield Chunk(self.read(), None, 0)
             return
-        window_samples, hop_samples = _chunk_samples(window, hop, self.sample_rate)
+        window_samples, hop_samples = chunk_samples(window, hop, self.sample_rate)
         begin, end = self.chunk_span(window, hop, min_length=min_length, first=first,
                                      stop=stop)
         blocks = self.signal_blocks(begin, end)

@@ -7,6 +7,7 @@ that walks the plan).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator
 
 from ..settings import FeatureSettings, RunOptions
@@ -14,7 +15,7 @@ from .driver import Driver, Walk, file_features
 from .executors import Inline, LocalProcesses
 from .work import ExtraOutput, FileFeatures, render_chunks, side_output_name
 
-__all__ = ["Driver", "ExtraOutput", "FileFeatures", "Walk", "extract_features",
+__all__ = ["Driver", "ExtraOutput", "FileFeatures", "Walk", "executor_for", "extract_features",
            "render_chunks", "side_output_name", "start_executor"]
 
 
@@ -26,6 +27,24 @@ def start_executor(processes: int, settings: FeatureSettings | None = None,
     if processes == 1:
         return Inline()
     return LocalProcesses(processes, settings, renderer)
+
+
+@contextlib.contextmanager
+def executor_for(executor, settings: FeatureSettings, options: RunOptions):
+    """``executor``, or one started now for ``options``.
+
+    When the block ends by an exception (Ctrl-C, an early stop ...) the executor is
+    stopped at once; when it ends normally, one started here is closed.
+    """
+    own = executor is None
+    executor = executor or start_executor(options.processes, settings, options.renderer)
+    try:
+        yield executor
+    except BaseException:
+        executor.abandon()
+        raise
+    if own:
+        executor.close()
 
 
 def extract_features(files: list, settings: FeatureSettings, network,
@@ -50,18 +69,10 @@ def extract_features(files: list, settings: FeatureSettings, network,
         resumed run feeds every chunk at the batch position it had in an uninterrupted
         run.
     executor : optional
-        From :func:`start_executor`; by default one is started here.  It is closed when
-        the inputs are done, and stopped at once when the caller stops early.
+        From :func:`start_executor`; by default one is started here (see
+        :func:`executor_for`).
     """
-    executor = executor or start_executor(options.processes, settings, options.renderer)
-    driver = Driver(list(files), settings, executor, network, options=options, root=root,
-                    extra=extra, lead=align)
-    finished = False
-    try:
+    with executor_for(executor, settings, options) as executor:
+        driver = Driver(list(files), settings, executor, network, options=options, root=root,
+                        extra=extra, lead=align)
         yield from file_features(driver)
-        finished = True
-    finally:
-        if finished:
-            executor.close()
-        else:
-            executor.abandon()
