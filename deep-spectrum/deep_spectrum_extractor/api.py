@@ -1,34 +1,253 @@
 """The Python API: Deep Spectrum features as pandas DataFrames.
 
-One call takes files, a folder, or signals with their sample rate, and the same settings
-as the command line, and returns a DataFrame indexed by ``(file, start, end)`` (seconds)
-with one column per neuron, like opensmile-python's ``process_files``::
+:class:`DeepSpectrum` takes the settings once (those of the command line), loads the
+network once, and then turns signals, files and folders into DataFrames indexed by
+``(file, start, end)`` (seconds) with one column per neuron, like opensmile-python's
+``Smile``::
 
     >>> import deep_spectrum_extractor as ds                              # doctest: +SKIP
-    >>> features = ds.extract("examples/audio", window=1, hop=0.5, mode="mel",
-    ...                       net="efficientnet_lite0")                  # doctest: +SKIP
+    >>> with ds.DeepSpectrum(window=1, hop=0.5, mode="mel",             # doctest: +SKIP
+    ...                      net="efficientnet_lite0") as extractor:
+    ...     features = extractor.process_folder("examples/audio")
+    ...     one = extractor.process_file("examples/audio/birdsong/birdsong_0.wav")
     >>> features.shape                                                   # doctest: +SKIP
     (33, 1280)
 
-:func:`iter_extract` yields one DataFrame per file instead, for corpora that do not fit in
-memory.  Both load the network once and use the same pipeline as ``extract_ds_features``,
-so the numbers are the same as in the files the command writes.
+:func:`extract` (one DataFrame) and :func:`iter_extract` (one DataFrame per file, for
+corpora that do not fit in memory) do the same in one call, loading the network for that
+call.  All use the same pipeline as ``extract_ds_features``, so the numbers are the same
+as in the files the command writes.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
-from decimal import Decimal
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
 from .audio import InMemoryAudio, find_audio_files
-from .config import load_config
-from .errors import ParameterError
-from .settings import DEFAULT_BATCH_SIZE, DEFAULT_LAYER, FeatureSettings, RunOptions
+from .config import DeepConfig, load_config
+from .errors import AudioError, ParameterError
+from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_CMAP, DEFAULT_LAYER, DEFAULT_MODE,
+                       DEFAULT_NET, DEFAULT_NMEL, DEFAULT_RENDERER, DEFAULT_SCALE,
+                       FeatureSettings, RunOptions)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DeepSpectrum", "INDEX_NAMES", "extract", "iter_extract"]
 
 INDEX_NAMES = ("file", "start", "end")
+ERRORS = ("raise", "skip")
+#: The file name of a signal given to :meth:`DeepSpectrum.process_signal` without a name
+#: (the name :func:`extract` gives the first array).
+SIGNAL_NAME = "signal_0"
+
+
+class DeepSpectrum:
+    """Deep Spectrum features with settings given once, for any number of calls.
+
+    The constructor validates the settings, runs the numpy renderer's self-check
+    against matplotlib (``renderer="numpy"``), and loads the network: all of that
+    happens once, here, so a bad net, layer or model file fails at construction, and
+    every ``process_*`` call only reads, draws and extracts.  Worker processes
+    (``processes > 1``) are started for each call and end with it.  :meth:`close` (or
+    leaving a ``with`` block) releases the network; the object cannot be used after.
+
+    Parameters
+    ----------
+    window, hop : float, optional
+        Chunking in seconds (``-t``); without them each input is one chunk.
+    start, end, mode, scale, ylim, delta, nmel, nfft, cmap, net, layer :
+        As the command-line options of the same names.
+    config : path, optional
+        A deep.conf; the package's default otherwise.
+    processes : int
+        Worker processes reading and plotting (1: all in this process).
+    batch_size : int
+    renderer : {'numpy', 'matplotlib'}
+    resample : int, optional
+        Resample every input to this rate (``-sr``).
+
+    Attributes
+    ----------
+    settings : FeatureSettings
+    options : RunOptions
+    model_path : Path
+
+    Examples
+    --------
+    >>> with DeepSpectrum(window=0.5, hop=0.25, net="efficientnet_lite0") as extractor:
+    ...     frame = extractor.process_signal(tone, 16000)              # doctest: +SKIP
+    """
+
+    def __init__(self, *, window: float | None = None, hop: float | None = None,
+                 start: float = 0, end: float | None = None, mode: str = DEFAULT_MODE,
+                 scale: str = DEFAULT_SCALE, ylim: int | None = None, delta: int | None = None,
+                 nmel: int = DEFAULT_NMEL, nfft: int | None = None, cmap: str = DEFAULT_CMAP,
+                 net: str = DEFAULT_NET, layer: str | None = None,
+                 config: str | os.PathLike | None = None, processes: int = 1,
+                 batch_size: int = DEFAULT_BATCH_SIZE, renderer: str = DEFAULT_RENDERER,
+                 resample: int | None = None):
+        self._network = None
+        deep_config = load_config(config)
+        self.settings = _feature_settings(
+            deep_config, net=net, layer=layer, window=window, hop=hop, start=start, end=end,
+            mode=mode, scale=scale, ylim=ylim, delta=delta, nmel=nmel, nfft=nfft, cmap=cmap,
+            sample_rate=resample)
+        self.options = RunOptions(processes=processes, batch_size=batch_size, renderer=renderer)
+        if renderer == "numpy":
+            from .images.render import verify_renderer
+
+            verify_renderer()  # the installed matplotlib still draws what the renderer draws
+        self.model_path, self._network = _load_network(deep_config, self.settings)
+
+    def process_signal(self, signal: np.ndarray, sampling_rate: int, *,
+                       name: str | None = None) -> pd.DataFrame:
+        """Features of one signal ``[shape=(n,) or (n, channels)]``.
+
+        ``name`` is its ``file`` in the index (default ``"signal_0"``, as :func:`extract`
+        names a single array).  AudioError if it yields no features.
+        """
+        audio = InMemoryAudio(SIGNAL_NAME if name is None else str(name), np.asarray(signal),
+                              int(sampling_rate))
+        return self._single(audio)
+
+    def process_file(self, path: str | os.PathLike) -> pd.DataFrame:
+        """Features of one audio file; AudioError naming it if it yields none."""
+        return self._single(Path(path))
+
+    def process_files(self, paths: Iterable[str | os.PathLike], *,
+                      errors: str = "raise") -> pd.DataFrame:
+        """Features of several files in one DataFrame, in the order given.
+
+        ``errors="raise"``: an input that yields no features raises AudioError naming it;
+        ``"skip"``: it is left out.  ParameterError when no input yields features.
+        """
+        if isinstance(paths, (str, os.PathLike)):
+            raise ParameterError("process_files takes a list of paths; use process_file for "
+                                 "one file and process_folder for a folder")
+        return _concat(self.iter_files(paths, errors=errors))
+
+    def process_folder(self, folder: str | os.PathLike, *,
+                       errors: str = "raise") -> pd.DataFrame:
+        """Features of every audio file under ``folder`` (recursively, sorted by path)."""
+        return self.process_files(find_audio_files(folder), errors=errors)
+
+    def iter_files(self, paths: Iterable, *, errors: str = "raise") -> Iterator:
+        """One DataFrame per input (paths or InMemoryAudio), in order, as each is done.
+
+        For corpora that do not fit in memory; ``errors`` as in :meth:`process_files`.
+        Stopping early stops the worker processes.
+        """
+        _check_errors(errors)
+        self._open_network()  # closed: an error now, not when iterated
+        return self._frames(list(paths), errors)
+
+    def _frames(self, sources: list, errors: str) -> Iterator:
+        from .run import extract_features
+
+        network = self._open_network()
+        if not sources:
+            return
+        results = extract_features(sources, self.settings, network, self.options)
+        with contextlib.closing(results):  # stopped early: the workers stop too
+            for result in results:
+                failure = _failure(result)
+                if failure is None:
+                    yield _frame(result, self.settings)
+                elif errors == "raise":
+                    raise AudioError(failure)
+
+    def _single(self, source) -> pd.DataFrame:
+        (frame,) = self._frames([source], "raise")  # run to the end: the workers exit
+        return frame
+
+    def _open_network(self):
+        if self._network is None:
+            raise RuntimeError(f"this {type(self).__name__} is closed; create a new one to "
+                               "extract more features")
+        return self._network
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has released the network."""
+        return self._network is None
+
+    def close(self) -> None:
+        """Release the network (its TensorFlow session); calling it again does nothing."""
+        network, self._network = self._network, None
+        if network is not None:
+            network.close()
+
+    def __enter__(self):
+        self._open_network()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self) -> str:
+        shown = {key: value for key, value in self.settings.to_dict().items()
+                 if key in ("net", "layer", "mode", "scale", "window", "hop")}
+        arguments = ", ".join(f"{key}={value!r}" for key, value in shown.items())
+        return f"{type(self).__name__}({arguments}){' (closed)' if self.closed else ''}"
+
+
+def _feature_settings(config: DeepConfig, *, net: str, layer: str | None,
+                     **values) -> FeatureSettings:
+    """Validated FeatureSettings for ``net`` of ``config`` (its default layer if none)."""
+    entry = config.net(net)
+    return FeatureSettings(size=config.size, net=entry.name,
+                           layer=layer or entry.default_layer or DEFAULT_LAYER, **values)
+
+
+def _load_network(config: DeepConfig, settings: FeatureSettings):
+    """The model file of the settings' net (built first if it can be) and its extractor."""
+    from .backend.extractor import FrozenGraphExtractor
+    from .backend.networks import resolve_model
+
+    _entry, model_path = resolve_model(config, settings.net)
+    return model_path, FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
+
+
+def _check_errors(errors: str) -> None:
+    if errors not in ERRORS:
+        raise ParameterError(f"errors={errors!r} must be 'raise' or 'skip'")
+
+
+def _failure(result) -> str | None:
+    """Why a FileFeatures holds no rows (naming its input), or None when it holds some."""
+    if not result.ok:
+        return f"{result.path}: {result.error}"
+    if result.features is None or len(result.features) == 0:
+        return f"{result.path}: yields no features"
+    return None
+
+
+def _frame(result, settings: FeatureSettings) -> pd.DataFrame:
+    """One input's rows as a DataFrame indexed by ``(file, start, end)`` in seconds."""
+    import pandas as pd
+
+    starts = [float(ts) if ts is not None else float(settings.start)
+              for ts in result.timestamps]
+    ends = [first + seconds for first, seconds in zip(starts, result.durations)]
+    index = pd.MultiIndex.from_arrays([[str(result.path)] * len(starts), starts, ends],
+                                      names=INDEX_NAMES)
+    columns = [f"neuron_{i}" for i in range(result.features.shape[1])]
+    return pd.DataFrame(result.features, index=index, columns=columns)
+
+
+def _concat(frames: Iterable) -> pd.DataFrame:
+    import pandas as pd
+
+    frames = list(frames)
+    if not frames:
+        raise ParameterError("no features were extracted from the inputs")
+    return pd.concat(frames)
 
 
 def _sources(inputs, sample_rate: int | None) -> list:
@@ -51,84 +270,58 @@ def _sources(inputs, sample_rate: int | None) -> list:
     return sources
 
 
-def _decimal(value) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
+_SETTINGS = inspect.signature(DeepSpectrum)
 
 
-def iter_extract(inputs, *, sample_rate: int | None = None, window: float | None = None,
-                 hop: float | None = None, start: float = 0, end: float | None = None,
-                 mode: str = "spectrogram", scale: str = "linear", ylim: int | None = None,
-                 delta: int | None = None, nmel: int = 128, nfft: int | None = None,
-                 cmap: str = "viridis", net: str = "alexnet", layer: str | None = None,
-                 config: str | os.PathLike | None = None, processes: int = 1,
-                 batch_size: int = DEFAULT_BATCH_SIZE, renderer: str = "numpy",
-                 resample: int | None = None, errors: str = "raise") -> Iterator:
+def _takes_settings(function):
+    """Show DeepSpectrum's keyword settings in ``function``'s signature (help(), IDEs)
+    in place of its ``**settings``, before its last keyword."""
+    own = list(inspect.signature(function).parameters.values())
+    settings = list(_SETTINGS.parameters.values())
+    function.__signature__ = inspect.signature(function).replace(
+        parameters=own[:-2] + settings + own[-2:-1])
+    return function
+
+
+@_takes_settings
+def iter_extract(inputs, *, sample_rate: int | None = None, errors: str = "raise",
+                 **settings) -> Iterator:
     """Features file by file, as DataFrames indexed by ``(file, start, end)``.
+
+    Loads the network when iteration starts and releases it when iteration ends;
+    to extract several times with the same settings, use :class:`DeepSpectrum`.
 
     Parameters
     ----------
     inputs : path, list of paths, np.ndarray or list of np.ndarray
-        A folder (searched recursively for .wav), files, or mono/multichannel signals
-        ``[shape=(n,) or (n, channels)]`` with ``sample_rate``.
+        A folder (searched recursively for audio files), files, or mono/multichannel
+        signals ``[shape=(n,) or (n, channels)]`` with ``sample_rate``.
     sample_rate : int, optional
         Sample rate of signals given as arrays.
-    window, hop : float, optional
-        Chunking in seconds (``-t``); without them each input is one chunk.
-    start, end, mode, scale, ylim, delta, nmel, nfft, cmap, net, layer :
-        As the command-line options of the same names.
-    config : path, optional
-        A deep.conf; the package's default otherwise.
-    processes : int
-        Worker processes reading and plotting (1: all in this process).
-    batch_size : int
-    renderer : {'numpy', 'matplotlib'}
-    resample : int, optional
-        Resample every input to this rate (``-sr``).
     errors : {'raise', 'skip'}
         What to do with an input that yields no features.
+    **settings
+        The keyword settings of :class:`DeepSpectrum` (window, hop, start, end, mode,
+        scale, ylim, delta, nmel, nfft, cmap, net, layer, config, processes, batch_size,
+        renderer, resample).
 
     Yields
     ------
     pandas.DataFrame
         One row per chunk, columns ``neuron_0 ...``; ``start``/``end`` in seconds.
     """
-    import pandas as pd
+    _SETTINGS.bind(**settings)  # an unknown keyword is a TypeError now, not when iterated
+    return _iter_extract(inputs, sample_rate, errors, settings)
 
-    from .backend.extractor import FrozenGraphExtractor
-    from .backend.networks import resolve_model
-    from .errors import AudioError
-    from .run import extract_features
 
-    if errors not in ("raise", "skip"):
-        raise ParameterError(f"errors={errors!r} must be 'raise' or 'skip'")
-    deep_config = load_config(config)
-    entry = deep_config.net(net)
-    settings = FeatureSettings(mode=mode, scale=scale, window=_decimal(window), hop=_decimal(hop),
-                               start=Decimal(str(start)), end=_decimal(end), nfft=nfft,
-                               ylim=ylim, delta=delta, nmel=nmel, cmap=cmap,
-                               size=deep_config.size, net=entry.name,
-                               layer=layer or entry.default_layer or DEFAULT_LAYER,
-                               sample_rate=resample)
-    options = RunOptions(processes=processes, batch_size=batch_size, renderer=renderer)
+def _iter_extract(inputs, sample_rate: int | None, errors: str, settings: dict) -> Iterator:
+    _check_errors(errors)
     sources = _sources(inputs, sample_rate)
-    _entry, model_path = resolve_model(deep_config, settings.net)
-    with FrozenGraphExtractor(model_path, settings.layer, gpu=deep_config.gpu) as extractor:
-        for result in extract_features(sources, settings, extractor, options):
-            if not result.ok:
-                if errors == "raise":
-                    raise AudioError(f"{result.path}: {result.error}")
-                continue
-            starts = [float(ts) if ts is not None else float(settings.start)
-                      for ts in result.timestamps]
-            ends = [first + seconds for first, seconds in zip(starts, result.durations)]
-            name = str(result.path)
-            index = pd.MultiIndex.from_arrays([[name] * len(starts), starts, ends],
-                                              names=INDEX_NAMES)
-            columns = [f"neuron_{i}" for i in range(result.features.shape[1])]
-            yield pd.DataFrame(result.features, index=index, columns=columns)
+    with DeepSpectrum(**settings) as extractor:
+        yield from extractor.iter_files(sources, errors=errors)
 
 
-def extract(inputs, **kwargs):
+def extract(inputs, **kwargs) -> pd.DataFrame:
     """All features in one DataFrame indexed by ``(file, start, end)``.
 
     Takes the same arguments as :func:`iter_extract`.
@@ -143,9 +336,4 @@ def extract(inputs, **kwargs):
     >>> list(frame.index.names), frame.shape                            # doctest: +SKIP
     (['file', 'start', 'end'], (4, 1280))
     """
-    import pandas as pd
-
-    frames = list(iter_extract(inputs, **kwargs))
-    if not frames:
-        raise ParameterError("no features were extracted from the inputs")
-    return pd.concat(frames)
+    return _concat(iter_extract(inputs, **kwargs))
