@@ -1,12 +1,16 @@
-"""A whole extraction job: files in, one feature file out, resumable.
+"""A whole extraction job: inputs in, one feature file out, resumable.
 
-:func:`extract_to_file` runs the pipeline over a list of files and streams the rows into a
-:class:`~deep_spectrum_extractor.output.FeatureWriter`.  Next to the part file it keeps a
-*journal* (``.<name>.journal``, JSON lines): first the job's fingerprint, then one line per
-finished file with the part file's size after it.  An interrupted job can be continued with
-``resume=True``: the part file is cut back to the last finished file, finished files are not
-processed again, and the first batch is padded so that every chunk meets the network at the
-same batch position as in an uninterrupted run, which makes the final file byte-identical.
+:func:`extract_to_file` walks the run's plan with the
+:class:`~deep_spectrum_extractor.run.driver.Driver` and writes the rows into a
+:class:`~deep_spectrum_extractor.output.FeatureWriter` as batches become final, in a
+thread of their own.  Next to the part file it keeps a *journal* (``.<name>.journal``,
+JSON lines): first the job's fingerprint, then a line per finished input (with its size
+and SHA-256) and a checkpoint per batch (position, next input, the part file's size and
+rows, the input being written, the plan's drops).  An interrupted job is continued with
+``resume=True`` from the last checkpoint whose inputs are unchanged and whose rows the
+part file holds: the part file is cut back to it, and the driver starts at its position,
+so every chunk meets the network in the batch it had in an uninterrupted run and the
+final file is byte-identical.
 
 It also records how the output was made (:func:`provenance`): tool and library versions,
 every setting that changes the features and the network file's SHA-256.
