@@ -63,15 +63,22 @@ def in_memory_data(audio: InMemoryAudio) -> tuple[np.ndarray, int]:
     return data, sample_rate
 
 
-def open_audio_file(path):
-    """``path`` opened for reading, with a precise reason (a folder, permission denied, a
-    symlink loop ...) as AudioError when it cannot be."""
+def readable_name(path) -> bytes:
+    """``path`` as libsndfile opens it, after checking that it can be opened at all.
+
+    Opening it here first gives a precise reason (a folder, permission denied, a symlink
+    loop ...) as AudioError, where libsndfile says "System error".  libsndfile then opens
+    the file by its name (as bytes, so that a name that is not UTF-8 works too), not
+    through Python callbacks: an interrupt is never raised, and lost, inside one.
+    """
     if Path(path).is_dir():
         raise AudioError(f"{os.fspath(path)} is a directory, not an audio file")
     try:
-        return open(path, "rb")
+        with open(path, "rb"):
+            pass
     except OSError as exc:
         raise AudioError(f"cannot open the file: {describe_os_error(exc)}") from exc
+    return os.fsencode(path)
 
 
 @contextlib.contextmanager
@@ -114,8 +121,9 @@ def read_audio(path: str | os.PathLike | InMemoryAudio, *, start: Decimal = Deci
     if isinstance(path, InMemoryAudio):
         data, sample_rate = in_memory_data(path)
     else:
-        with open_audio_file(path) as handle, decoding_errors(path):
-            data, sample_rate = soundfile.read(handle, dtype="float64", always_2d=True)
+        name = readable_name(path)
+        with decoding_errors(path):
+            data, sample_rate = soundfile.read(name, dtype="float64", always_2d=True)
     if data.size == 0:
         raise AudioError("the file holds no samples")
     if not np.isfinite(data).all():

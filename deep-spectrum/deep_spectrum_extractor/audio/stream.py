@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import AudioError, ParameterError
 from .chunking import Chunk, chunk_samples
-from .reading import InMemoryAudio, decoding_errors, in_memory_data, open_audio_file
+from .reading import InMemoryAudio, decoding_errors, in_memory_data, readable_name
 
 #: Frames decoded per read unless told otherwise.
 DEFAULT_BLOCK_FRAMES = 1 << 16
@@ -144,14 +144,14 @@ def _unseeking_class():
 @contextlib.contextmanager
 def _open_sound_file(path):
     """The file opened as read_audio opens it, as an unseeking SoundFile."""
-    with open_audio_file(path) as handle:
-        with decoding_errors(path):
-            sound = _unseeking_class()(handle)
-        try:
-            yield sound
-        finally:
-            with contextlib.suppress(Exception):
-                sound.close()
+    name = readable_name(path)
+    with decoding_errors(path):
+        sound = _unseeking_class()(name)
+    try:
+        yield sound
+    finally:
+        with contextlib.suppress(Exception):
+            sound.close()
 
 
 def _mono(block: np.ndarray) -> np.ndarray:
