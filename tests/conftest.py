@@ -37,6 +37,22 @@ def write_wav(path: Path, signal: np.ndarray, sample_rate: int = 16000, subtype=
     return path
 
 
+def count_frames_read(monkeypatch) -> list[int]:
+    """From now on, the frames every ``SoundFile.read`` returns, appended to the list returned."""
+    import soundfile
+
+    reads: list[int] = []
+    original = soundfile.SoundFile.read
+
+    def counting_read(self, *args, **kwargs):
+        data = original(self, *args, **kwargs)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", counting_read)
+    return reads
+
+
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory) -> Path:
     """AlexNet's topology with few channels and random weights, as a frozen .pb."""

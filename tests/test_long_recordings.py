@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import tone, write_wav
+from conftest import count_frames_read, tone, write_wav
 from deep_spectrum_extractor.run import Inline, extract_features
 from deep_spectrum_extractor.run import work
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
@@ -33,15 +33,7 @@ class ZeroNetwork:
 
 @pytest.mark.parametrize("resample", [None, 16000])
 def test_each_sample_is_decoded_about_once(long_recording, monkeypatch, resample):
-    reads = []
-    original = soundfile.SoundFile.read
-
-    def counting_read(self, *args, **kwargs):
-        data = original(self, *args, **kwargs)
-        reads.append(len(data))
-        return data
-
-    monkeypatch.setattr(soundfile.SoundFile, "read", counting_read)
+    reads = count_frames_read(monkeypatch)
     settings = FeatureSettings(window=Decimal(1), hop=Decimal("0.5"), sample_rate=resample)
     options = RunOptions(processes=1, batch_size=32)
     [result] = extract_features([long_recording], settings, ZeroNetwork(), options,

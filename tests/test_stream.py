@@ -12,6 +12,7 @@ import soxr
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import deep_spectrum_extractor.audio as audio_package
+from conftest import count_frames_read
 from deep_spectrum_extractor.audio import InMemoryAudio, chunk_signal, read_audio
 from deep_spectrum_extractor.audio.stream import (AudioStream, number_of_chunks,
                                                   resampled_length)
@@ -492,15 +493,7 @@ def long_recording(tmp_path_factory):
 def test_reading_is_linear_and_bounded(long_recording, monkeypatch, target_rate):
     path, frames, rate = long_recording
     block = 1 << 14
-    reads = []
-    original = soundfile.SoundFile.read
-
-    def counting_read(self, *args, **kwargs):
-        data = original(self, *args, **kwargs)
-        reads.append(len(data))
-        return data
-
-    monkeypatch.setattr(soundfile.SoundFile, "read", counting_read)
+    reads = count_frames_read(monkeypatch)
     window, hop = D(1), D("0.5")
     tracemalloc.start()
     try:
@@ -530,8 +523,7 @@ def test_reading_is_linear_and_bounded(long_recording, monkeypatch, target_rate)
                            expected[k:k + 1])
 
     # random access reads only what the last chunks need (or streams, when resampling)
-    monkeypatch.setattr(soundfile.SoundFile, "read", counting_read)
-    reads.clear()
+    reads = count_frames_read(monkeypatch)
     tail = list(stream.chunks(window, hop, first=count - 10))
     assert_same_chunks(tail, expected[count - 10:])
     if target_rate is None:
