@@ -187,6 +187,16 @@ def _environment(cache: Path) -> dict:
     return dict(os.environ, DEEP_SPECTRUM_CACHE=str(cache))
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C's default action, as in a terminal.
+
+    A shell that is not interactive starts background commands with SIGINT ignored,
+    which every process then inherits (Python keeps it ignored, so Ctrl-C does nothing,
+    by design); the tests may run under such a shell.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _Session:
     """A command started in a session of its own, with its stderr in a file to watch."""
 
@@ -194,7 +204,7 @@ class _Session:
         self.err_path = folder / "stderr.txt"
         with open(self.err_path, "wb") as err:
             self.process = subprocess.Popen(args, stderr=err, start_new_session=True,
-                                            cwd=folder, **options)
+                                            cwd=folder, preexec_fn=_interruptible, **options)
 
     @property
     def err(self) -> str:
