@@ -13,7 +13,7 @@ from typing import Iterator
 from ..settings import FeatureSettings, RunOptions
 from .driver import Driver, Walk, file_features
 from .executors import Inline, LocalProcesses
-from .work import ExtraOutput, FileFeatures, render_chunks, side_output_name
+from .work import ExtraOutput, FileFeatures, render_chunks, side_output_name, warm_up
 
 __all__ = ["Driver", "ExtraOutput", "FileFeatures", "Walk", "executor_for", "extract_features",
            "render_chunks", "side_output_name", "start_executor"]
@@ -26,6 +26,8 @@ def start_executor(processes: int, settings: FeatureSettings | None = None,
     loads."""
     if processes == 1:
         return Inline()
+    if settings is not None:
+        warm_up(settings, renderer)  # compiled here once, loaded by the workers
     return LocalProcesses(processes, settings, renderer)
 
 

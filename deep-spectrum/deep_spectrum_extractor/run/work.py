@@ -289,26 +289,37 @@ def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy"
     """Prepare a worker: one BLAS thread (it runs beside TensorFlow) and a first plot.
 
     librosa loads its submodules lazily, so the first spectral matrix of a process costs
-    about two seconds; drawing one synthetic chunk with the run's settings pays that
-    (and fills the filter-bank caches) while the network loads, not on the first file.
-
-    Settings that cannot plot (DeepSpectrumError, e.g. ``-ylim`` keeping too few
-    frequency rows) are left to the real files, which report why they are skipped.  Any
-    other failure is a fault of the program: it is warned about (RuntimeWarning, on
-    stderr in a worker), and the worker goes on, as the files may still plot.
+    about two seconds; drawing one synthetic chunk with the run's settings
+    (:func:`warm_up`) pays that (and fills the filter-bank caches) while the network
+    loads, not on the first file.
     """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     import soundfile  # noqa: F401
 
-    if settings is None:
-        return
+    if settings is not None:
+        warm_up(settings, renderer)
+
+
+def warm_up(settings: FeatureSettings, renderer: str = "numpy") -> None:
+    """Draw one synthetic chunk with ``settings``, as real chunks are drawn (float64).
+
+    librosa compiles some functions with numba on first use and keeps the machine code in
+    numba's on-disk cache; processes compiling the same function at once can leave that
+    cache inconsistent (later runs then crash).  Drawing once in the process that starts
+    the workers, before it starts them, lets them load the code instead of compiling it.
+
+    Settings that cannot plot (DeepSpectrumError, e.g. ``-ylim`` keeping too few
+    frequency rows) are left to the real files, which report why they are skipped.  Any
+    other failure is a fault of the program: it is warned about (RuntimeWarning; on
+    stderr in a worker), and the run goes on, as the files may still plot.
+    """
     try:
         sample_rate = settings.sample_rate or 16000
         nfft = settings.nfft or default_nfft(sample_rate)
         length = 2 * min_chunk_length(nfft, settings.delta)
-        noise = np.random.default_rng(0).standard_normal(length).astype(np.float32)
+        noise = 0.1 * np.random.default_rng(0).standard_normal(length)
         render_chunks([Chunk(noise, None, 0)], sample_rate, nfft, settings, renderer=renderer)
     except DeepSpectrumError:
         pass
