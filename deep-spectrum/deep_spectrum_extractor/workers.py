@@ -237,13 +237,3 @@ class WorkerPool(concurrent.futures.ProcessPoolExecutor):
     def worker_pids(self) -> list[int]:
         """Process ids of the workers started so far and not yet gone."""
         return list(self._processes or ())
-
-
-def abandon(executor) -> None:
-    """Stop ``executor`` at once: :meth:`WorkerPool.abandon`, or for an executor without
-    it, a shutdown that cancels what is queued and does not wait."""
-    stop = getattr(executor, "abandon", None)
-    if stop is not None:
-        stop()
-    else:
-        executor.shutdown(wait=False, cancel_futures=True)

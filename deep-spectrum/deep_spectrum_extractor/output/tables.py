@@ -19,13 +19,12 @@ import json
 import os
 import tempfile
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 
 from ..labels import LabelAttribute
 from .guard import output_errors
-from .writers import OutputFile, attribute_names, printable_name
+from .writers import OutputFile, printable_name
 
 
 class _BinaryWriter(OutputFile):
