@@ -8,9 +8,9 @@ Generates a corpus (``--files`` recordings of ``--seconds`` at 16 kHz, ``-t 1 0.
 spectrograms), builds an AlexNet-topology graph with random weights (``full``: the real
 network's widths, 244 MB; ``small``: the test suite's narrow one) and extracts the corpus
 
-(a) in one process: ``extract_features`` with ``-np 1`` (reading, plotting and the
+(a) in one process: a job with ``-np 1`` (reading, plotting and the
     network all in this process), and
-(b) with :func:`~deep_spectrum_extractor.distributed.extract_distributed` on a local Dask
+(b) with a job on a local Dask
     cluster (scheduler and single-threaded worker processes over TCP on 127.0.0.1) of
     each ``--workers`` size, TensorFlow in every worker using as many threads as in (a)
     (the thread count changes the last bits of the features); with ``--split-threads``
@@ -56,13 +56,14 @@ def single_process(files, settings, options, model: Path) -> tuple[float, int, b
     import numpy as np
 
     from deep_spectrum_extractor.backend.extractor import FrozenGraphExtractor
-    from deep_spectrum_extractor.run import extract_features
+    from deep_spectrum_extractor.job import Job
+    from deep_spectrum_extractor.run import run_job
 
     with FrozenGraphExtractor(model, settings.layer) as extractor:
         extractor.features(np.zeros((1, 227, 227, 3), np.uint8))  # warm up
-        features_of(extract_features(files[:1], settings, extractor, options))  # imports
+        features_of(run_job(Job(files[:1], settings, options), extractor))  # imports
         started = time.perf_counter()
-        rows, data = features_of(extract_features(files, settings, extractor, options))
+        rows, data = features_of(run_job(Job(files, settings, options), extractor))
         return time.perf_counter() - started, rows, data
 
 
@@ -77,9 +78,15 @@ def on_cluster(workers: int, files, settings, options, model: Path,
                threads: int | None) -> tuple[float, int, bytes]:
     from distributed import Client, LocalCluster
 
-    from deep_spectrum_extractor.distributed import (ModelRef, extract_distributed,
-                                                     single_machine_threads)
+    from deep_spectrum_extractor.config import load_config
+    from deep_spectrum_extractor.distributed import ModelRef, single_machine_threads
     from deep_spectrum_extractor.extraction import file_sha256
+    from deep_spectrum_extractor.job import Cluster, Job
+    from deep_spectrum_extractor.run import run_job
+
+    def job(inputs):
+        return Job(inputs, settings, options, model=model, config=load_config(None),
+                   cluster=Cluster(client, ship_model=False, threads=threads))
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
@@ -89,12 +96,9 @@ def on_cluster(workers: int, files, settings, options, model: Path,
         # warm-up: every worker imports TensorFlow and loads the network
         client.run(_load_network, ModelRef(str(model), file_sha256(model), settings.layer,
                                            threads=threads or single_machine_threads()))
-        features_of(extract_distributed(files[:1], settings, model, options, scheduler=client,
-                                        ship_model=False, threads=threads))
+        features_of(run_job(job(files[:1])))
         started = time.perf_counter()
-        rows, data = features_of(extract_distributed(files, settings, model, options,
-                                                     scheduler=client, ship_model=False,
-                                                     threads=threads))
+        rows, data = features_of(run_job(job(files)))
         return time.perf_counter() - started, rows, data
 
 

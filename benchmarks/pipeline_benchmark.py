@@ -221,16 +221,18 @@ def default_job(files, model: Path, processes: int, renderer: str = "numpy"):
 
 
 def run_default(files, extractor, output: Path, workers, job) -> int:
-    """The job as extract_ds_features runs it: pipeline, writer thread, journal."""
-    from deep_spectrum_extractor.extraction import extract_to_file
+    """The job as extract_ds_features runs it: engine, writer thread, journal (with the
+    workers started beforehand, as extract_ds_features starts them while the network
+    loads)."""
+    from deep_spectrum_extractor.job import Job, Output
+    from deep_spectrum_extractor.run import run_job
 
-    options, record, labels = job
+    options, _record, labels = job
     try:
-        report = extract_to_file(files, output, SETTINGS, extractor, options, record=record,
-                                 labels=labels, timestamps=True, executor=workers)
+        return run_job(Job(files, SETTINGS, options, output=Output(output), labels=labels,
+                           model=extractor.model_path), extractor, executor=workers).wait().rows
     finally:
         workers.close()
-    return report.rows
 
 
 # --- measurements ----------------------------------------------------------------------------

@@ -9,6 +9,12 @@ import deep_spectrum_extractor as ds
 from conftest import tone, write_wav
 from deep_spectrum_extractor.cli.extract_ds_features import main
 from deep_spectrum_extractor.errors import AudioError, ModelError, ParameterError
+from deep_spectrum_extractor.settings import FeatureSettings
+
+
+class ZeroNetwork:
+    def features(self, images):
+        return np.zeros((len(images), 2), np.float32)
 
 
 def test_extract_folder_equals_the_command_line(tmp_path, corpus, small_config):
@@ -75,24 +81,41 @@ def _counting(monkeypatch, owner, name):
 def test_one_object_loads_the_network_and_checks_the_renderer_once(monkeypatch, corpus,
                                                                     small_config):
     from deep_spectrum_extractor.backend import extractor, networks
-    from deep_spectrum_extractor.images import render
+    from deep_spectrum_extractor.images import plotting, render
 
+    monkeypatch.setattr(render, "_VERIFIED", set())  # as in a fresh process
     loads = _counting(monkeypatch, extractor.FrozenGraphExtractor, "__init__")
     resolves = _counting(monkeypatch, networks, "resolve_model")
-    checks = _counting(monkeypatch, render, "verify_renderer")
+    probes = _counting(monkeypatch, plotting, "plot_matrix")  # the self-check draws 4 probes
     files = sorted(corpus.rglob("*.wav"))
     with ds.DeepSpectrum(window=0.5, hop=0.25, net="small", config=small_config) as spectrum:
-        assert (len(loads), len(resolves), len(checks)) == (1, 1, 1)
+        assert (len(loads), len(resolves), len(probes)) == (1, 1, 4)
         first = spectrum.process_file(files[0])
         spectrum.process_signal(tone(0.8), 16000)
         spectrum.process_files(files[:2])
         spectrum.process_folder(corpus)
         again = spectrum.process_file(files[0])
-    assert (len(loads), len(resolves), len(checks)) == (1, 1, 1)
+    assert (len(loads), len(resolves), len(probes)) == (1, 1, 4)
     pd.testing.assert_frame_equal(first, again)
     # the matplotlib renderer needs no self-check
     with ds.DeepSpectrum(net="small", config=small_config, renderer="matplotlib"):
-        assert len(checks) == 1
+        assert len(probes) == 4
+
+
+def test_the_library_path_runs_the_renderer_self_check(monkeypatch, corpus, small_config):
+    """A job run from Python (no command line) refuses a renderer that no longer draws
+    what matplotlib draws, before any feature is computed."""
+    from deep_spectrum_extractor.images import render
+    from deep_spectrum_extractor.job import Job
+    from deep_spectrum_extractor.run import run_job
+
+    monkeypatch.setattr(render, "_VERIFIED", set())
+    original = render.render_matrix
+    monkeypatch.setattr(render, "render_matrix",
+                        lambda *args, **kwargs: 255 - original(*args, **kwargs))
+    job = Job(sorted(corpus.rglob("*.wav"))[:1], FeatureSettings(window=0.5, hop=0.25))
+    with pytest.raises(render.RendererMismatch, match="differs from plot_matrix"):
+        list(run_job(job, ZeroNetwork()))
 
 
 def test_process_file_equals_extract(corpus, small_config):

@@ -6,6 +6,7 @@ network exactly the single run's batches.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,13 +17,14 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from deep_spectrum_extractor import run
-from deep_spectrum_extractor.run import work
-from deep_spectrum_extractor.distributed import (DistributedError, extract_distributed,
-                                                 has_model, shipped_models)
+from deep_spectrum_extractor.backend.networks import resolve_model
+from deep_spectrum_extractor.distributed import (DistributedError, dask_executor, has_model,
+                                                 shipped_models)
 from deep_spectrum_extractor.errors import AudioError, ModelError
-from deep_spectrum_extractor.extraction import file_sha256, provenance_comments
-from deep_spectrum_extractor.output.writers import open_writer
+from deep_spectrum_extractor.extraction import file_sha256
+from deep_spectrum_extractor.job import Cluster
+from deep_spectrum_extractor.run import Driver, run_job, work
+from deep_spectrum_extractor.run.engine import Model
 from deep_spectrum_extractor.settings import RunOptions
 from test_sharding import BATCH, cli_args, job_from_args, make_corpus, single_run
 
@@ -52,22 +54,22 @@ def reference(dist_corpus, small_config, tmp_path_factory):
     return data, skipped
 
 
-def write_results(results, job, output):
-    """Rows written as extract_to_file writes them; returns the bytes and the skipped."""
-    writer = open_writer(output, timestamps=job.timestamps,
-                         labels=job.labels.attributes if job.labels else None,
-                         record=job.record, comments=provenance_comments(job.record))
-    skipped, order = [], []
-    for result in results:
-        order.append(result.index)
-        if result.ok:
-            rows = [job.labels.row(result.path, stamp) for stamp in result.timestamps]
-            writer.write(result.path.name, result.timestamps, result.features, rows)
-        else:
-            skipped.append((str(result.path), result.error))
-    writer.commit()
-    assert order == list(range(len(job.files)))
-    return output.read_bytes(), skipped
+def on_cluster(job, scheduler, *, gpu: bool = True, memory: bool = False, **cluster):
+    """``job`` run by the workers of ``scheduler`` (its features returned with ``memory``)."""
+    return dataclasses.replace(job, cluster=Cluster(scheduler, timeout=TIMEOUT, **cluster),
+                               config=dataclasses.replace(job.config, gpu=gpu),
+                               output=None if memory else job.output)
+
+
+def in_memory(job, files=None, options=None):
+    """``job`` with its features returned instead of written."""
+    return dataclasses.replace(job, output=None, inputs=job.inputs if files is None else files,
+                               options=options or job.options)
+
+
+def skipped_of(output):
+    sidecar = json.loads(output.with_name(output.name + ".json").read_text())
+    return [(entry["file"], entry["reason"]) for entry in sidecar["summary"]["files_skipped"]]
 
 
 def same_results(first, second):
@@ -85,64 +87,50 @@ def same_results(first, second):
 def test_arff_from_the_cluster_equals_the_single_run(dist_corpus, small_config, cluster,
                                                      reference, tmp_path):
     job = job_from_args(cli_args(dist_corpus, tmp_path / "dist.arff", small_config))
-    sha256 = file_sha256(job.model_path)
+    model = resolve_model(job.config, job.settings.net)[1]
     with Client(cluster.scheduler_address, set_as_default=False) as client:
-        assert set(client.run(has_model, str(job.model_path), sha256).values()) == {True}
-    results = extract_distributed(job.files, job.settings, job.model_path, job.options,
-                                  scheduler=cluster.scheduler_address, root=job.root,
-                                  ship_model=False, timeout=TIMEOUT)
-    data, skipped = write_results(results, job, job.output)
+        assert set(client.run(has_model, str(model), file_sha256(model)).values()) == {True}
+    report = run_job(on_cluster(job, cluster.scheduler_address, ship_model=False)).wait()
     expected, expected_skipped = reference
-    assert data == expected
-    assert skipped == expected_skipped
-    assert [name.rsplit("/", 1)[-1] for name, _ in skipped] == ["short.wav", "bad.wav"]
+    assert job.output.path.read_bytes() == expected
+    assert skipped_of(job.output.path) == expected_skipped
+    assert [path.name for path, _ in report.skipped] == ["short.wav", "bad.wav"]
 
 
 def test_csv_with_the_model_sent_to_the_workers(dist_corpus, small_config, cluster, tmp_path):
     expected = single_run(dist_corpus, tmp_path / "single.csv", small_config)
     job = job_from_args(cli_args(dist_corpus, tmp_path / "dist.csv", small_config))
-    sha256 = file_sha256(job.model_path)
+    model = resolve_model(job.config, job.settings.net)[1]
+    sha256 = file_sha256(model)
     with Client(cluster, set_as_default=False) as client:
-        results = extract_distributed(job.files, job.settings, job.model_path, job.options,
-                                      scheduler=client, root=job.root, ship_model=True,
-                                      batches_per_task=3, window=2, timeout=TIMEOUT)
-        data, _skipped = write_results(results, job, job.output)
+        run_job(on_cluster(job, client, ship_model=True, batches_per_task=3,
+                           window=2)).wait()
         received = client.run(shipped_models)
-    assert data == expected
+    assert job.output.path.read_bytes() == expected
     assert len(received) == 2
     for models in received.values():
         assert file_sha256(models[sha256]) == sha256       # a copy in the worker's folder
-        assert models[sha256] != str(job.model_path)
+        assert models[sha256] != str(model)
 
 
 def test_an_unreachable_scheduler_or_a_model_the_workers_lack_is_named(
         dist_corpus, small_config, cluster, tmp_path):
     job = job_from_args(cli_args(dist_corpus, tmp_path / "unused.arff", small_config))
-    unreachable = extract_distributed(job.files, job.settings, job.model_path, job.options,
-                                      scheduler="tcp://127.0.0.1:9", timeout=2)
+    unreachable = run_job(dataclasses.replace(job, cluster=Cluster("tcp://127.0.0.1:9",
+                                                                   timeout=2)))
     with pytest.raises(DistributedError, match="cannot reach the Dask scheduler at "
                                                "tcp://127.0.0.1:9"):
-        next(unreachable)
-    missing = tmp_path / "elsewhere" / "small.pb"
-    results = extract_distributed(job.files, job.settings, missing, job.options,
-                                  scheduler=cluster, model_sha256=file_sha256(job.model_path),
-                                  ship_model=False, timeout=TIMEOUT)
-    with pytest.raises(ModelError, match=r"small\.pb does not exist on worker .*ship_model=True"):
-        next(results)
-
-
-def test_a_resumed_runs_alignment_is_kept(dist_corpus, small_config, cluster,
-                                          session_extractor):
-    job = job_from_args(cli_args(dist_corpus, dist_corpus / "unused.arff", small_config))
-    files = job.files[2:]   # a resumed run: the files before were done, 3 rows into a batch
-    options = RunOptions(processes=1, batch_size=BATCH)
-    local = list(run.extract_features(files, job.settings, session_extractor, options,
-                                           root=job.root, align=3))
-    remote = list(extract_distributed(files, job.settings, job.model_path, options,
-                                      scheduler=cluster, gpu=False, root=job.root, align=3,
-                                      timeout=TIMEOUT))
-    same_results(local, remote)
-    assert sum(len(r.timestamps) for r in remote) == 31
+        unreachable.wait()
+    assert not job.output.path.exists()
+    # the client has the model, the workers do not see its path and nothing is sent
+    real = resolve_model(job.config, job.settings.net)[1]
+    missing = Model(tmp_path / "elsewhere" / "small.pb", job.settings.layer, False,
+                    file_sha256(real))
+    with dask_executor(Cluster(cluster, ship_model=False, timeout=TIMEOUT), missing) as executor:
+        driver = Driver(in_memory(job), executor)
+        with pytest.raises(ModelError, match=r"small\.pb does not exist on worker "
+                                             r".*ship_model=True"):
+            list(driver.walk())
 
 
 def test_chunks_that_cannot_be_plotted_shift_the_batches_as_in_a_single_run(
@@ -154,14 +142,13 @@ def test_chunks_that_cannot_be_plotted_shift_the_batches_as_in_a_single_run(
     moves to another batch position.
     """
     job = job_from_args(cli_args(dist_corpus, dist_corpus / "unused.arff", small_config))
-    by_name = {path.name: path for path in job.files}
+    by_name = {path.name: path for path in job.inputs}
     # two.wav (positions 0-1) shares batch 0 with the segment of three.wav that fails in
     # batch 1, so two.wav is final only when batch 1 is; the later files move
     files = [by_name[name] for name in ("two.wav", "three.wav", "four.wav", "six.wav",
                                         "one.wav", "short.wav", "bad.wav", "five.wav")]
     options = RunOptions(processes=1, batch_size=BATCH)
-    untouched = list(run.extract_features(files, job.settings, session_extractor,
-                                               options, root=job.root))
+    untouched = list(run_job(in_memory(job, files, options), session_extractor))
     render = work.render_chunks
     failing = {("three.wav", 4): AudioError("chunk 4 cannot be drawn"),  # drops chunks 0-4
                ("four.wav", 0): RuntimeError("first chunk"),             # drops the file
@@ -174,14 +161,12 @@ def test_chunks_that_cannot_be_plotted_shift_the_batches_as_in_a_single_run(
         return render(chunks, *args, relative=relative, **kwargs)
 
     monkeypatch.setattr(work, "render_chunks", flaky)
-    local = list(run.extract_features(files, job.settings, session_extractor, options,
-                                           root=job.root))
+    local = list(run_job(in_memory(job, files, options), session_extractor))
     # one in-process worker with two threads: it sees the patched plotting function
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address="127.0.0.1:0") as cluster:
-        remote = list(extract_distributed(files, job.settings, job.model_path, options,
-                                          scheduler=cluster, gpu=False, root=job.root,
-                                          ship_model=False, timeout=TIMEOUT))
+        remote = list(run_job(on_cluster(in_memory(job, files, options), cluster,
+                                         gpu=False, memory=True, ship_model=False)))
     same_results(local, remote)
     errors = {r.path.name: r.error for r in remote if not r.ok}
     assert errors == {"short.wav": errors["short.wav"], "bad.wav": errors["bad.wav"],
@@ -224,24 +209,20 @@ def test_a_worker_killed_part_way_leaves_the_output_complete(dist_corpus, small_
                             return
                 time.sleep(0.005)
 
-        def results():
-            for result in extract_distributed(job.files, job.settings, job.model_path, options,
-                                              scheduler=client, root=job.root,
-                                              timeout=TIMEOUT):
-                yielded.append(result.index)
-                yield result
-
         watcher = threading.Thread(target=kill_a_busy_worker, daemon=True)
         watcher.start()
         try:
-            data, skipped = write_results(results(), job, job.output)
+            for result in run_job(on_cluster(dataclasses.replace(job, options=options),
+                                             client)):
+                yielded.append(result.index)
         finally:
             stop.set()
             watcher.join(10)
     assert killed, "no worker was busy with an extraction task after the first file"
     expected, expected_skipped = reference
-    assert data == expected
-    assert skipped == expected_skipped
+    assert yielded == list(range(len(job.inputs)))
+    assert job.output.path.read_bytes() == expected
+    assert skipped_of(job.output.path) == expected_skipped
 
 
 def test_command_line_on_the_cluster_equals_the_single_run(dist_corpus, small_config,

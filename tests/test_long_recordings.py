@@ -11,7 +11,8 @@ import pytest
 import soundfile
 
 from conftest import count_frames_read, tone, write_wav
-from deep_spectrum_extractor.run import Inline, extract_features
+from deep_spectrum_extractor.job import Job
+from deep_spectrum_extractor.run import run_job
 from deep_spectrum_extractor.run import work
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 from test_robustness import cli, start_cli
@@ -36,8 +37,7 @@ def test_each_sample_is_decoded_about_once(long_recording, monkeypatch, resample
     reads = count_frames_read(monkeypatch)
     settings = FeatureSettings(window=Decimal(1), hop=Decimal("0.5"), sample_rate=resample)
     options = RunOptions(processes=1, batch_size=32)
-    [result] = extract_features([long_recording], settings, ZeroNetwork(), options,
-                                executor=Inline())
+    [result] = run_job(Job([long_recording], settings, options), ZeroNetwork())
     frames = soundfile.info(long_recording).frames
     assert result.ok and len(result.timestamps) == MINUTES * 60 * 2
     # each batch-sized task used to read the whole recording again (38 times here)

@@ -277,7 +277,8 @@ def mutate(data: bytes, edits) -> bytes:
 def test_fuzzed_wav_bytes_are_read_or_skipped_cleanly(tmp_path_factory, edits):
     from decimal import Decimal
 
-    from deep_spectrum_extractor.run import extract_features
+    from deep_spectrum_extractor.job import Job
+    from deep_spectrum_extractor.run import run_job
     from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 
     data = mutate(_valid_wav(tmp_path_factory), edits)
@@ -289,8 +290,8 @@ def test_fuzzed_wav_bytes_are_read_or_skipped_cleanly(tmp_path_factory, edits):
     except AudioError as exc:
         assert str(exc)
     settings_ = FeatureSettings(window=Decimal("0.05"), hop=Decimal("0.05"))
-    [result] = extract_features([path], settings_, _ZeroNetwork(),
-                                RunOptions(processes=1, batch_size=8))
+    [result] = run_job(Job([path], settings_, RunOptions(processes=1, batch_size=8)),
+                       _ZeroNetwork())
     assert (result.error is None) != (result.features is None)
     if result.error is not None:
         # a reason the tool worded, not an unexpected exception caught as a last resort

@@ -1,6 +1,7 @@
 """Sharded runs (-shard i/N, SLURM arrays) merge into the bytes of a single run."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import tone, write_wav
-from deep_spectrum_extractor.run import work
+from deep_spectrum_extractor.run import run_job, work
 from deep_spectrum_extractor.errors import AudioError, ParameterError
 from deep_spectrum_extractor.run.plan import Plan
 from deep_spectrum_extractor.sharding import (ShardError, main, merge_shards,
                                               parse_shard, record_path, resolve_shard,
-                                              run_shard, shard_from_environment, shard_path)
+                                              shard_from_environment, shard_path)
 
 BATCH = 5   # small, so that batches straddle files and shards cut files in two
 CHUNKS = ["-t", "0.5", "0.25"]
@@ -56,40 +57,24 @@ def single_run(corpus: Path, output: Path, config: Path, *extra) -> bytes:
     return output.read_bytes()
 
 
-def job_from_args(argv: list[str]) -> SimpleNamespace:
-    """What extract_ds_features builds from a command line before it extracts."""
-    from deep_spectrum_extractor.audio import find_audio_files
-    from deep_spectrum_extractor.backend.networks import resolve_model
-    from deep_spectrum_extractor.cli.extract_ds_features import (build_parser,
-                                                                 labels_from_args,
-                                                                 settings_from_args)
-    from deep_spectrum_extractor.config import load_config
-    from deep_spectrum_extractor.extraction import provenance
-    from deep_spectrum_extractor.settings import RunOptions
+def job_from_args(argv: list[str]):
+    """The job extract_ds_features builds from a command line."""
+    from deep_spectrum_extractor.cli.extract_ds_features import build_parser, job_from_args
 
-    args = build_parser().parse_args(argv)
-    config = load_config(args.config)
-    settings = settings_from_args(args, config)
-    options = RunOptions(processes=args.np or 1, batch_size=args.batch_size,
-                         renderer=args.renderer)
-    files = find_audio_files(args.i)
-    _entry, model_path = resolve_model(config, settings.net)
-    return SimpleNamespace(
-        settings=settings, options=options, files=files, model_path=model_path,
-        labels=labels_from_args(args, settings, files), output=Path(args.o),
-        record=provenance(settings, options, model_path),
-        timestamps=settings.chunked and not args.no_timestamps,
-        root=Path(args.i) if Path(args.i).is_dir() else None)
+    return job_from_args(build_parser().parse_args(argv))
 
 
 def shard(job, extractor, number: int, count: int, *, processes: int | None = None):
+    """Run shard ``number`` of ``count`` of ``job``; what it reports, and its file."""
     options = job.options
     if processes:
-        options = type(options)(processes=processes, batch_size=options.batch_size,
-                                renderer=options.renderer)
-    return run_shard(job.files, job.output, job.settings, extractor, options,
-                     shard=(number, count), record=job.record, labels=job.labels,
-                     timestamps=job.timestamps, root=job.root)
+        options = dataclasses.replace(options, processes=processes)
+    job = dataclasses.replace(job, options=options,
+                              output=dataclasses.replace(job.output, shard=(number, count)))
+    report = run_job(job, extractor).wait()
+    begin, end = report.positions
+    return SimpleNamespace(path=report.output, begin=begin, end=end, rows=report.rows,
+                           done=report.done, skipped=report.skipped)
 
 
 def test_three_shards_merge_into_the_single_run_arff(shard_corpus, small_config,
@@ -107,7 +92,7 @@ def test_three_shards_merge_into_the_single_run_arff(shard_corpus, small_config,
                for report in reports)
     # every file's outcome is reported by exactly one shard, in input order
     assert [path for report in reports for path in report.done] == \
-        [path for path in job.files if path.name not in ("bad.wav", "short.wav")]
+        [path for path in job.inputs if path.name not in ("bad.wav", "short.wav")]
     assert [path.name for report in reports for path, _reason in report.skipped] == \
         ["short.wav", "bad.wav"]
 
@@ -214,7 +199,7 @@ def test_a_chunk_that_cannot_be_plotted_stops_the_shard(shard_corpus, small_conf
     with pytest.raises(ShardError, match=r"three\.wav: chunks from 5 on could not be read or "
                                          r"drawn \(a chunk of silence\)"):
         shard(job, session_extractor, 1, 2)
-    assert not shard_path(job.output, (1, 2)).exists()
+    assert not shard_path(job.output.path, (1, 2)).exists()
 
 
 def test_shard_numbers_and_slurm_variables():

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ import pytest
 
 from conftest import tone, write_wav
 from deep_spectrum_extractor import run
+from deep_spectrum_extractor.job import Job
 from deep_spectrum_extractor.run import work
-from deep_spectrum_extractor.cli.deepspectrum import _ordered_map
+from deep_spectrum_extractor.run.executors import WORKER_DIED, LocalProcesses
+from deep_spectrum_extractor.run.work import Failure, PieceAudio, RangeJob
 from deep_spectrum_extractor.images.spectral import mel_filter_bank
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 from deep_spectrum_extractor.workers import WorkerPool
@@ -48,8 +51,8 @@ def test_warm_up_never_fails_a_run(tmp_path):
         warnings.simplefilter("error")
         work.init_worker(settings, "numpy")
     path = write_wav(tmp_path / "a.wav", tone(1.0))
-    results = list(run.extract_features([path] * 4, settings, _NoNetwork(),
-                                        RunOptions(processes=2, batch_size=8)))
+    job = Job([path] * 4, settings, RunOptions(processes=2, batch_size=8))
+    results = list(run.run_job(job, _NoNetwork()))
     assert len(results) == 4
     for result in results:
         assert "-ylim=10" in result.error
@@ -131,25 +134,53 @@ def test_pool_workers_end_when_the_pool_is_dropped():
     assert _gone_within(workers, 5)
 
 
-def _square_unless(number: int, fatal: int) -> int:
-    if number == fatal:
-        os._exit(1)  # as a worker killed by the out-of-memory killer
-    time.sleep(0.05 if number < 8 else 60)
-    return number * number
+@dataclass(frozen=True)
+class _DeadlyPiece:
+    """Stands in for the audio of a range: drawing it kills the worker (as the
+    out-of-memory killer does) or takes a minute."""
+
+    index: int
+    action: str
+    start: int = 0
+    stop: int = 1
+    position: int = 0
+
+    def chunks(self, start, stop):
+        if self.action == "exit":
+            os._exit(1)
+        time.sleep(60)
 
 
-def test_ordered_map_survives_dying_workers_and_stops_at_once():
-    tasks = [(number, 3) for number in range(8)]
-    results = list(_ordered_map(_square_unless, tasks, 2))
-    assert [task for task, _ in results] == tasks  # in order
-    assert [outcome for _, outcome in results] == [
-        0, 1, 4, "the worker process drawing it died", 16, 25, 36, 49]
+def _range(begin: int, piece) -> RangeJob:
+    return RangeJob(begin, begin + 1, 0, (piece,), FeatureSettings(), 8)
 
-    mapped = _ordered_map(_square_unless, [(0, -1)] + [(8, -1)] * 6, 2)
-    assert next(mapped) == ((0, -1), 0)
+
+def test_a_range_that_kills_its_worker_fails_its_input_and_the_run_goes_on():
+    samples = tone(0.5)
+    good = PieceAudio(0, 0, 1, 0, Path("a.wav"), samples, 0, len(samples), None, None,
+                      16000, 512, (None,))
+    executor = LocalProcesses(2)
+    try:
+        handles = [executor.submit(job) for job in
+                   (_range(0, good), _range(1, _DeadlyPiece(1, "exit")), _range(2, good))]
+        first, killed, last = [executor.result(handle) for handle in handles]
+    finally:
+        executor.abandon()
+    assert first.images.shape == last.images.shape == (1, 227, 227, 3)
+    assert np.array_equal(first.images, last.images) and not first.failures
+    # tried once more alone on a fresh worker, which it kills too: its input fails
+    assert killed.images is None
+    assert killed.failures == [Failure(1, range(0, 1 << 62), WORKER_DIED)]
+
+
+def test_abandoning_local_processes_stops_busy_workers_at_once():
+    executor = LocalProcesses(2)
+    for number in range(4):
+        executor.submit(_range(number, _DeadlyPiece(number, "sleep")))
+    time.sleep(0.5)
     workers = [process.pid for process in multiprocessing.active_children()]
     started = time.monotonic()
-    mapped.close()  # the caller stops with tasks running and queued
+    executor.abandon()
     assert time.monotonic() - started < 0.5
     assert _gone_within(workers, 5)
 
@@ -344,7 +375,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deep_spectrum_extractor.run import extract_features
+from deep_spectrum_extractor.job import Job
+from deep_spectrum_extractor.run import run_job
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 
 
@@ -359,8 +391,8 @@ class PythonNetwork:
 files = sorted(Path(sys.argv[1]).glob("*.wav"))
 settings = FeatureSettings(window=Decimal(1), hop=Decimal("0.5"))
 try:
-    for result in extract_features(files, settings, PythonNetwork(),
-                                   RunOptions(processes=2, batch_size=16)):
+    job = Job(files, settings, RunOptions(processes=2, batch_size=16))
+    for result in run_job(job, PythonNetwork()):
         print(result.index, flush=True)
 except KeyboardInterrupt:
     sys.exit(130)

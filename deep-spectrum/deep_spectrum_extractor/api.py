@@ -148,12 +148,13 @@ class DeepSpectrum:
         return self._frames(list(paths), errors)
 
     def _frames(self, sources: list, errors: str) -> Iterator:
-        from .run import extract_features
+        from .job import Job
+        from .run import run_job
 
         network = self._open_network()
         if not sources:
             return
-        results = extract_features(sources, self.settings, network, self.options)
+        results = iter(run_job(Job(sources, self.settings, self.options), network))
         with contextlib.closing(results):  # stopped early: the workers stop too
             for result in results:
                 failure = _failure(result)

@@ -1,8 +1,8 @@
 """Extraction on a Dask cluster, with the bytes of a single-machine run.
 
-:func:`extract_distributed` yields the same :class:`~deep_spectrum_extractor.run.FileFeatures`
-as :func:`~deep_spectrum_extractor.run.extract_features`, in input order, but the
-drawing and the network run on the workers of a ``dask.distributed`` cluster: a local
+A :class:`~deep_spectrum_extractor.job.Job` with a
+:class:`~deep_spectrum_extractor.job.Cluster` gives the same results as on one machine,
+in input order, but the drawing and the network run on the workers of a ``dask.distributed`` cluster: a local
 one, one started by ``dask-scheduler``/``dask-worker`` on a few machines, one on SLURM,
 PBS or SGE through ``dask-jobqueue``, or on Kubernetes through ``dask-kubernetes``
 (anything a ``distributed.Client`` can connect to).
@@ -44,17 +44,20 @@ Examples
 On a laptop::
 
     >>> from distributed import LocalCluster                                 # doctest: +SKIP
+    >>> from deep_spectrum_extractor.job import Cluster, Job, Output
+    >>> from deep_spectrum_extractor.run import run_job
     >>> with LocalCluster(n_workers=4, threads_per_worker=1) as cluster:     # doctest: +SKIP
-    ...     for result in extract_distributed(files, settings, "AlexNet.pb",
-    ...                                       scheduler=cluster):
-    ...         print(result.path, None if result.features is None else result.features.shape)
+    ...     job = Job(files, settings, output=Output("features.arff"),
+    ...               cluster=Cluster(cluster))
+    ...     report = run_job(job).wait()
 
 On SLURM with ``dask-jobqueue`` (one single-threaded worker per job)::
 
     >>> from dask_jobqueue import SLURMCluster                               # doctest: +SKIP
     >>> cluster = SLURMCluster(cores=1, processes=1, memory="8GB")           # doctest: +SKIP
     >>> cluster.scale(jobs=32)                                               # doctest: +SKIP
-    >>> results = extract_distributed(files, settings, model, scheduler=cluster)  # doctest: +SKIP
+    >>> report = run_job(Job(files, settings, output=Output("features.arff"),  # doctest: +SKIP
+    ...                      cluster=Cluster(cluster))).wait()
 
 With a running scheduler: ``scheduler="tcp://10.0.0.5:8786"`` or the path of a
 scheduler file (``dask-scheduler --scheduler-file sched.json``).
@@ -74,12 +77,9 @@ from typing import Iterator
 from distributed import Client, KilledWorker, WorkerPlugin
 
 from .backend.tf import default_threads
-from .errors import DeepSpectrumError, ModelError, ParameterError
-from .run import ExtraOutput, FileFeatures
-from .run.driver import Driver, Walk, file_features
+from .errors import DeepSpectrumError, ModelError
 from .run.work import RangeJob, RenderedRange
 from .run.work import extract_range as extract_range_with
-from .settings import FeatureSettings, RunOptions
 
 #: How often a task whose worker raised an exception is tried again (worker deaths are
 #: counted apart, by the scheduler's ``allowed-failures``).
@@ -250,16 +250,16 @@ def _connect(scheduler, timeout: float | None) -> tuple[Client, bool]:
         raise DistributedError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
 
 
-def _model_ref(client: Client, model_path: Path, sha256: str, layer: str, *, gpu: bool,
-               threads: int | None, ship_model: bool | None) -> ModelRef:
-    path = str(model_path)
+def _model_ref(client: Client, model, *, threads: int,
+               ship_model: bool | None) -> ModelRef:
+    path = str(model.path)
     if ship_model is None:
-        seen = client.run(has_model, path, sha256)
+        seen = client.run(has_model, path, model.sha256)
         ship_model = not seen or not all(seen.values())
     if ship_model:
-        client.register_plugin(ModelFilePlugin(model_path.read_bytes(), sha256,
-                                               model_path.name))
-    return ModelRef(path, sha256, layer, gpu, threads, bool(ship_model))
+        client.register_plugin(ModelFilePlugin(model.path.read_bytes(), model.sha256,
+                                               model.path.name))
+    return ModelRef(path, model.sha256, model.layer, model.gpu, threads, bool(ship_model))
 
 
 class DaskExecutor:
@@ -325,123 +325,30 @@ class DaskExecutor:
     abandon = close
 
 
-def extract_distributed(files: list, settings: FeatureSettings, model_path: str | os.PathLike,
-                        options: RunOptions = RunOptions(), *, scheduler, gpu: bool = True,
-                        root: Path | None = None, extra: ExtraOutput = ExtraOutput(),
-                        align: int = 0, model_sha256: str | None = None,
-                        ship_model: bool | None = None, threads: int | None = None,
-                        batches_per_task: int = 1, window: int | None = None,
-                        timeout: float | None = None) -> Iterator[FileFeatures]:
-    """Features of every file computed on a Dask cluster, yielded in input order.
-
-    A drop-in for :func:`~deep_spectrum_extractor.run.extract_features`: the same
-    results, byte for byte, including ``error`` for files that are skipped, so
-    :func:`~deep_spectrum_extractor.extraction.extract_to_file` can write them.
+@contextlib.contextmanager
+def dask_executor(cluster, model) -> Iterator[DaskExecutor]:
+    """A :class:`DaskExecutor` on ``cluster`` for ``model``.
 
     Parameters
     ----------
-    files : list of Path or InMemoryAudio
-        Inputs, in output order, read by the client; their samples travel with the tasks.
-    settings : FeatureSettings
-    model_path : path-like
-        The ``.pb`` model, as the client sees it (see ``ship_model``).
-    options : RunOptions
-        ``batch_size`` and ``renderer`` are used; ``processes`` is not (the cluster's
-        workers are the processes).
-    scheduler : str, path-like, distributed.Client or a cluster
-        A scheduler address (``tcp://host:8786``), a scheduler file (``.json``), a
-        client (left open) or a cluster object such as ``LocalCluster`` or
-        ``SLURMCluster`` (a client is opened and closed here).
-    gpu : bool
-        Workers use a GPU when TensorFlow sees one.
-    root : Path, optional
-        Input folder; side outputs keep the files' paths relative to it.
-    extra : ExtraOutput
-        Where workers write chunk plots and audio (a folder they all see).
-    align : int
-        Blank images before the first chunk, as for ``extract_features`` (a resumed run).
-    model_sha256 : str, optional
-        The model's SHA-256 if known (else computed from ``model_path``).
-    ship_model : bool or None
-        True: send the model's bytes to the workers once; False: workers load it from
-        ``model_path`` (shared filesystem); None: send it unless every connected worker
-        has an identical file there.
-    threads : int, optional
-        TensorFlow's intra-op threads in each worker process.  Their number changes the
-        last bits of the features (the work is split by thread), so by default
-        (None) the workers use :func:`single_machine_threads` of this machine: the
-        output is then that of a single-machine run here.  A smaller number runs more
-        workers per machine side by side, with other last bits.
-    batches_per_task : int
-        Batches per task; more means fewer, longer tasks.
-    window : int, optional
-        Tasks in flight at most (None: twice the cluster's threads, at least 4,
-        checked every 10 s as workers come and go).
-    timeout : float, optional
-        Seconds to wait for any one task's result (None: no limit).
+    cluster : Cluster
+        The scheduler and how to use it (:class:`~deep_spectrum_extractor.job.Cluster`).
+    model : Model
+        The network file, its layer, SHA-256 and device option
+        (:class:`~deep_spectrum_extractor.run.engine.Model`).
 
-    Yields
-    ------
-    FileFeatures
+    A client opened here is closed when the block ends.
 
     Raises
     ------
     DistributedError
-        The scheduler cannot be reached, a task waited longer than ``timeout`` or
-        killed too many workers.
-    ModelError
-        The workers cannot load the model or the layer.
+        The scheduler cannot be reached.
     """
-    if isinstance(batches_per_task, bool) or not isinstance(batches_per_task, int) \
-            or batches_per_task < 1:
-        raise ParameterError(f"batches_per_task={batches_per_task!r} must be a positive integer")
-    if window is not None and (not isinstance(window, int) or window < 1):
-        raise ParameterError(f"window={window!r} must be a positive integer")
-    if not 0 <= align < options.batch_size:
-        raise ParameterError(f"align={align} must be at least 0 and below -batch_size "
-                             f"{options.batch_size}")
-    model_path = Path(model_path)
-    if (model_sha256 is None or ship_model) and not model_path.is_file():
-        raise ModelError(f"model file {model_path} does not exist")
-    sha256 = model_sha256 or _file_sha256(model_path)
-    if threads is None:
-        threads = single_machine_threads()
-    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ParameterError(f"threads={threads!r} must be a positive integer")
-    return _iterate(list(files), settings, options, model_path, sha256, scheduler=scheduler,
-                    gpu=gpu, root=root, extra=extra, align=align, ship_model=ship_model,
-                    threads=threads, batches_per_task=batches_per_task, window=window,
-                    timeout=timeout)
-
-
-def _iterate(files, settings, options, model_path, sha256, *, scheduler, gpu, root, extra,
-             align, ship_model, threads, batches_per_task, window,
-             timeout) -> Iterator[FileFeatures]:
-    with dask_executor(scheduler, model_path, layer=settings.layer, gpu=gpu,
-                       model_sha256=sha256, ship_model=ship_model, threads=threads,
-                       window=window, timeout=timeout) as executor:
-        driver = Driver(files, settings, executor, options=options, root=root, extra=extra,
-                        lead=align)
-        yield from file_features(driver, Walk(batches_per_job=batches_per_task))
-
-
-@contextlib.contextmanager
-def dask_executor(scheduler, model_path: str | os.PathLike, *, layer: str, gpu: bool = True,
-                  model_sha256: str | None = None, ship_model: bool | None = None,
-                  threads: int | None = None, window: int | None = None,
-                  timeout: float | None = None) -> Iterator[DaskExecutor]:
-    """A :class:`DaskExecutor` on ``scheduler`` for the network ``model_path``/``layer``.
-
-    Arguments are those of :func:`extract_distributed`.  A client opened here is closed
-    when the block ends.
-    """
-    model_path = Path(model_path)
-    client, owned = _connect(scheduler, timeout)
+    client, owned = _connect(cluster.scheduler, cluster.timeout)
     try:
-        model = _model_ref(client, model_path, model_sha256 or _file_sha256(model_path),
-                           layer, gpu=gpu, threads=threads or single_machine_threads(),
-                           ship_model=ship_model)
-        yield DaskExecutor(client, model, window=window, timeout=timeout)
+        reference = _model_ref(client, model, threads=cluster.threads or single_machine_threads(),
+                               ship_model=cluster.ship_model)
+        yield DaskExecutor(client, reference, window=cluster.window, timeout=cluster.timeout)
     finally:
         if owned:
             client.close()

@@ -36,6 +36,11 @@ class ImageError(DeepSpectrumError):
     """An image file cannot be read or converted to RGB (image features)."""
 
 
+class DeepSpectrumWarning(UserWarning):
+    """Something the user should know that does not stop the run (a hop longer than the
+    window, label rows naming no input ...); the commands print it as a warning line."""
+
+
 class OutputError(DeepSpectrumError):
     """An output cannot be written: a read-only folder, a full disk, a failed rename, or
     another run writing the same output.  Nothing half-written is left in its place."""

@@ -1,7 +1,7 @@
-"""A whole extraction job: inputs in, one feature file out, resumable.
+"""A job's feature file: rows written as batches finish, resumable, with its provenance.
 
-:func:`extract_to_file` walks the run's plan with the
-:class:`~deep_spectrum_extractor.run.driver.Driver` and writes the rows into a
+:class:`FeatureFile` is the sink :func:`~deep_spectrum_extractor.run.run_job` uses for a
+job with an output file: it takes the driver's events and writes the rows into a
 :class:`~deep_spectrum_extractor.output.FeatureWriter` as batches become final, in a
 thread of their own.  Next to the part file it keeps a *journal* (``.<name>.journal``,
 JSON lines): first the job's fingerprint, then a line per finished input (with its size
@@ -23,17 +23,16 @@ import json
 import os
 import platform
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 from . import __version__
 from .errors import ParameterError
-from .output.guard import lock_output, output_errors, write_text_atomically
-from .output.writers import BINARY_FORMATS, open_writer, part_path
-from .run import ExtraOutput, FileFeatures, executor_for
-from .run.driver import Checkpoint, Driver, Finished, Rows, Walk
+from .output.guard import output_errors, write_text_atomically
+from .output.writers import open_writer, part_path
+from .run import FileFeatures
+from .run.driver import Checkpoint, Finished, Rows, Walk
 from .run.reader import display_path
 from .settings import FeatureSettings, RunOptions
 
@@ -94,31 +93,12 @@ def provenance_comments(record: dict) -> list[str]:
             f"libraries: {libraries}"]
 
 
-@dataclass
-class ExtractionReport:
-    """What a job did: rows written and the files done and skipped (with reasons)."""
-
-    output: Path
-    rows: int = 0
-    done: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-    resumed_files: int = 0
-    resumed_position: int = 0  # chunk positions before it were not drawn again
-    resume_note: str | None = None  # why fewer files than journalled were kept
-    committed: bool = False
-
-    def to_dict(self) -> dict:
-        return {"output": self.output.name, "rows": self.rows, "files_done": len(self.done),
-                "files_skipped": [{"file": str(path), "reason": reason}
-                                  for path, reason in self.skipped]}
-
-
 def sidecar_path(output: Path) -> Path:
     """``<output>.json``, beside the output."""
     return output.with_name(output.name + ".json")
 
 
-def write_sidecar(output: Path, record: dict, report: ExtractionReport) -> Path:
+def write_sidecar(output: Path, record: dict, report) -> Path:
     """Write the sidecar: provenance and the files done and skipped (atomically)."""
     path = sidecar_path(output)
     write_text_atomically(path, json.dumps({"provenance": record,
@@ -126,99 +106,113 @@ def write_sidecar(output: Path, record: dict, report: ExtractionReport) -> Path:
     return path
 
 
-class StopOnError(Exception):
-    """Raised inside a job when ``stop_on_error`` is set and a file fails."""
+def job_record(job, model) -> dict:
+    """The provenance of a job's output (:func:`provenance`; for pictures, the network
+    and batch size only)."""
+    if job.kind == "audio":
+        return provenance(job.settings, job.options, model.path, model.sha256)
+    return {"tool": f"deep-spectrum {__version__}",
+            "settings": {"input": "images", "net": job.settings.net,
+                         "layer": job.settings.layer, "batch_size": job.options.batch_size},
+            "network": {"file": model.path.name, "sha256": model.sha256},
+            "libraries": library_versions()}
 
-    def __init__(self, path: Path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = path, reason
 
+class FeatureFile:
+    """The sink of a job with an output file (see the module docstring).
 
-def extract_to_file(files: list[Path], output: Path, settings: FeatureSettings, extractor,
-                    options: RunOptions, *, record: dict, labels=None, timestamps: bool,
-                    root: Path | None = None, extra: ExtraOutput = ExtraOutput(),
-                    resume: bool = False, stop_on_error: bool = False,
-                    on_file: Callable[[FileFeatures], None] | None = None,
-                    executor=None) -> ExtractionReport:
-    """Extract features of ``files`` into ``output``; see the module docstring.
-
-    ``executor`` draws the images (:func:`~deep_spectrum_extractor.run.start_executor`,
-    or a :class:`~deep_spectrum_extractor.distributed.DaskExecutor`, which also runs the
-    network); by default one is started here.  The output is committed only when every
-    file has been handled and at least one row was written.  On an exception (Ctrl-C, a
-    signal turned into an exception, a :class:`StopOnError`, a full disk) the part file
-    and journal stay for ``resume``.
+    The output is committed only when every input has been handled and at least one
+    row was written; the sidecar is written in both cases.  When the run stops by an
+    exception (Ctrl-C, a signal turned into an exception, a stop at a bad input, a full
+    disk) the part file and journal stay for ``resume``.
     """
-    with lock_output(output), executor_for(executor, settings, options) as executor:
-        return _extract_to_file(files, output, settings, extractor, options, record=record,
-                                labels=labels, timestamps=timestamps, root=root, extra=extra,
-                                resume=resume, stop_on_error=stop_on_error, on_file=on_file,
-                                executor=executor)
 
+    def __init__(self, job, model, report):
+        output = job.output
+        self.job, self.report, self.path = job, report, output.path
+        self.record = job_record(job, model)
+        self.labels = job.labels
+        self.timestamps = output.timestamps and job.settings.chunked
+        files = job.inputs
+        self.keys = [str(Path(path).relative_to(job.root)) if job.root is not None
+                     else display_path(path).name for path in files]
+        self.fingerprint = json.loads(json.dumps({  # as it reads back from the journal
+            "provenance": self.record, "timestamps": self.timestamps,
+            "labels": ([[a.name, a.values] for a in self.labels.attributes]
+                       if self.labels else None),
+            "files": self.keys}))
+        self.journal = journal_path(output.path)
+        self.state = None
+        if output.resume and self.journal.exists() and part_path(output.path).exists():
+            self.state = _resume_state(self.journal, self.fingerprint, files,
+                                       part_path(output.path), report)
+        self.drops = self.state.drops if self.state else None
+        self._log = self._background = self._writer = self._driver = None
 
-def _extract_to_file(files, output, settings, extractor, options, *, record, labels,
-                     timestamps, root, extra, resume, stop_on_error, on_file,
-                     executor) -> ExtractionReport:
-    report = ExtractionReport(output)
-    keys = [str(path.relative_to(root)) if root is not None else path.name for path in files]
-    fingerprint = json.loads(json.dumps({  # as it reads back from the journal
-        "provenance": record, "timestamps": timestamps,
-        "labels": [[a.name, a.values] for a in labels.attributes] if labels else None,
-        "files": keys}))
-    journal = journal_path(output)
-    if resume and output.suffix.lower() in BINARY_FORMATS:
-        raise ParameterError(f"--resume works for ARFF and CSV output, not "
-                             f"{output.suffix}; run without --resume to start over")
-    state = None
-    if resume and journal.exists() and part_path(output).exists():
-        state = _resume_state(journal, fingerprint, files, part_path(output), report)
-    with output_errors(output):
-        output.parent.mkdir(parents=True, exist_ok=True)
-        lines = state.lines if state else [json.dumps({"fingerprint": fingerprint})]
-        journal.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    writer = open_writer(output, timestamps=timestamps,
-                         labels=labels.attributes if labels else None, record=record,
-                         comments=provenance_comments(record),
-                         resume_offset=state.offset if state else None,
-                         resume_rows=state.rows if state else 0)
-    driver = Driver(files, settings, executor, extractor, options=options, root=root,
-                    extra=extra, drops=state.drops if state else None)
-    walk = Walk(begin=state.position, next_input=state.next_input) if state else Walk()
-    try:
-        with output_errors(output), open(journal, "a", encoding="utf-8") as log:
-            background = _WriterThread(writer, log, files, keys, labels,
-                                       max_rows=4 * options.batch_size,
-                                       open_input=state.open_input if state else None)
-            try:
-                for event in driver.walk(walk):
-                    if isinstance(event, Checkpoint):
-                        event = (event, driver.plan.dropped())
-                    background.put(event)
-                    if isinstance(event, Finished):
-                        result = FileFeatures(event.index, display_path(files[event.index]),
-                                              error=event.error)
-                        if result.ok:
-                            report.done.append(result.path)
-                        else:
-                            report.skipped.append((result.path, result.error))
-                        if on_file is not None:
-                            on_file(result)
-                        if stop_on_error and not result.ok:
-                            raise StopOnError(result.path, result.error)
-            finally:
-                background.finish()  # everything handed over is written and journalled
-    except BaseException:
-        writer.close()  # keep the part file and journal for resume
-        raise
-    report.rows = writer.rows
-    if writer.rows == 0:
-        writer.discard()
-    else:
-        writer.commit()
-        report.committed = True
-    with output_errors(output):
-        journal.unlink(missing_ok=True)
-    return report
+    def begin(self, driver) -> Walk:
+        """Write the journal's head, open the writer; the part of the plan to walk."""
+        state, output = self.state, self.path
+        with output_errors(output):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            lines = state.lines if state else [json.dumps({"fingerprint": self.fingerprint})]
+            self.journal.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self._writer = open_writer(
+            output, timestamps=self.timestamps,
+            labels=self.labels.attributes if self.labels else None, record=self.record,
+            comments=provenance_comments(self.record),
+            resume_offset=state.offset if state else None,
+            resume_rows=state.rows if state else 0)
+        self._driver = driver
+        with output_errors(output):
+            self._log = open(self.journal, "a", encoding="utf-8")
+        self._background = _WriterThread(
+            self._writer, self._log, self.job, self.keys,
+            max_rows=4 * self.job.options.batch_size,
+            open_input=state.open_input if state else None)
+        return Walk(begin=state.position, next_input=state.next_input) if state else Walk()
+
+    def take(self, event) -> FileFeatures | None:
+        if isinstance(event, Checkpoint):
+            event = (event, self._driver.plan.dropped())
+        with output_errors(self.path):
+            self._background.put(event)
+        if isinstance(event, Finished):
+            return FileFeatures(event.index, display_path(self.job.inputs[event.index]),
+                                error=event.error)
+        return None
+
+    def _drain(self) -> None:
+        """Everything handed over is written and journalled."""
+        try:
+            with output_errors(self.path):
+                self._background.finish()
+        finally:
+            self._log.close()
+
+    def finish(self) -> None:
+        self._drain()
+        writer, report = self._writer, self.report
+        report.rows = writer.rows
+        if writer.rows == 0:
+            writer.discard()
+        else:
+            writer.commit()
+            report.committed = True
+        with output_errors(self.path):
+            self.journal.unlink(missing_ok=True)
+        write_sidecar(self.path, self.record, report)
+
+    def abort(self) -> None:
+        """Keep the part file and journal for ``resume``."""
+        if self._writer is None:
+            return
+        try:
+            if self._background is not None:
+                self._drain()
+        except BaseException:  # noqa: BLE001  the run's own exception is the one to see
+            pass
+        finally:
+            self._writer.close()
 
 
 def input_fingerprint(source) -> dict | None:
@@ -248,8 +242,8 @@ class _ResumeState:
     drops: list
 
 
-def _resume_state(journal: Path, fingerprint: dict, files: list, part: Path,
-                  report: ExtractionReport) -> _ResumeState | None:
+def _resume_state(journal: Path, fingerprint: dict, files: tuple, part: Path,
+                  report) -> _ResumeState | None:
     """The last checkpoint whose inputs are unchanged and whose rows the part file holds.
 
     Everything after it is done again; None: nothing can be kept.
@@ -317,10 +311,10 @@ class _WriterThread:
     rows the part file lacks.
     """
 
-    def __init__(self, writer, log, files: list, keys: list[str], labels, *, max_rows: int,
+    def __init__(self, writer, log, job, keys: list[str], *, max_rows: int,
                  open_input: list | None = None):
         self._writer, self._log = writer, log
-        self._files, self._keys, self._labels = files, keys, labels
+        self._files, self._keys, self._labels = job.inputs, keys, job.labels
         self._max_rows = max_rows
         self._open = open_input       # [input, offset, rows, header, fingerprint] being written
         self._held: list = []         # rows of the open input (a writer that cannot stream)

@@ -8,8 +8,8 @@ see :mod:`~deep_spectrum_extractor.run.reader`), which gives the run's
 :class:`~deep_spectrum_extractor.run.plan.Plan`, and walks its contiguous range of whole
 batches with the same :class:`~deep_spectrum_extractor.run.driver.Driver` as a single
 run: ``-shard i/N`` (or ``-shard slurm`` in a SLURM job array, see
-:func:`resolve_shard`) makes :func:`run_shard` write the ``i``-th of ``N`` ranges into
-its own file, and :func:`merge_shards` (the ``ds_merge_shards`` command, :func:`main`)
+:func:`resolve_shard`) gives a job an ``Output(shard=(i, N))``, whose
+:class:`ShardFile` writes the ``i``-th of ``N`` ranges into its own file, and :func:`merge_shards` (the ``ds_merge_shards`` command, :func:`main`)
 joins the shard files into one that is byte-identical to the file a single run writes.
 
 Failures that depend only on the settings and the sample rate (``-ylim`` leaving fewer
@@ -41,7 +41,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -50,8 +50,9 @@ from .errors import DeepSpectrumError, ParameterError, exit_status
 from .extraction import file_sha256
 from .output.guard import lock_output, output_errors, write_text_atomically
 from .output.writers import BINARY_FORMATS, part_path
-from .run import ExtraOutput
-from .settings import FeatureSettings, RunOptions
+from .run import FileFeatures
+from .run.driver import Finished, Rows, Walk
+from .run.reader import display_path
 
 #: Marks a shard record (the JSON file beside each shard).
 RECORD_FORMAT = "deep-spectrum shard 1"
@@ -144,10 +145,10 @@ def shard_bounds(plan, shard: tuple[int, int]) -> tuple[int, int]:
     return first * plan.batch_size, min(last * plan.batch_size, plan.end)
 
 
-def _job_fingerprint(files: list, plan, *, record: dict, labels, timestamps: bool,
-                     root: Path | None) -> dict:
+def _job_fingerprint(job, plan, record: dict, timestamps: bool) -> dict:
+    root, labels = job.root, job.labels
     keys = [str(Path(path).relative_to(root)) if root is not None and
-            not isinstance(path, InMemoryAudio) else path.name for path in files]
+            not isinstance(path, InMemoryAudio) else path.name for path in job.inputs]
     return json.loads(json.dumps({  # as it reads back from the record
         "provenance": record, "timestamps": timestamps,
         "labels": [[a.name, a.values] for a in labels.attributes] if labels else None,
@@ -162,140 +163,90 @@ def _kind(output: Path) -> str:
     return suffix[1:] if suffix in (".arff",) + BINARY_FORMATS else "csv"
 
 
-@dataclass
-class ShardReport:
-    """What :func:`run_shard` wrote: the shard file, its positions and its files."""
+class ShardFile:
+    """The sink of a job with ``Output(shard=(i, N))``: shard ``i`` of ``N`` of the run.
 
-    path: Path
-    shard: tuple[int, int]
-    begin: int
-    end: int
-    batches: int = 0  # of the whole job
-    rows: int = 0
-    done: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def run_shard(files: list, output: str | os.PathLike, settings: FeatureSettings, extractor,
-              options: RunOptions, *, shard: tuple[int, int], record: dict, labels=None,
-              timestamps: bool, root: Path | None = None,
-              extra: ExtraOutput = ExtraOutput(), executor=None) -> ShardReport:
-    """Extract shard ``i`` of ``N`` of a run into ``shard_path(output, shard)``.
-
-    Counts the chunks of every input (each shard does, so all agree on the cut), then
-    plots and extracts the positions of its contiguous range of whole batches with
-    ``options.processes`` processes and ``extractor``.  The shard file is a complete
-    ARFF or CSV file (header and the rows of its range, in order; a file's rows may be
-    split between two shards); beside it, ``<shard file>.json`` records the job's
-    fingerprint, the header's length and the files done and skipped that belong to the
-    shard, for :func:`merge_shards`.  Arguments are those of
-    :func:`~deep_spectrum_extractor.extraction.extract_to_file`.
-
-    Parameters
-    ----------
-    files : list of Path
-    output : path-like
-        The merged output's name (``.arff`` or ``.csv``); the shard goes beside it.
-    settings : FeatureSettings
-    extractor : object with ``features(images) -> np.ndarray``
-    options : RunOptions
-    shard : (int, int)
-        ``(i, N)``, ``1 <= i <= N`` (see :func:`resolve_shard`).
-    record : dict
-        The provenance record (:func:`~deep_spectrum_extractor.extraction.provenance`).
-    labels : Labels or None
-    timestamps : bool
-    root : Path, optional
-    extra : ExtraOutput
-    executor : optional
-        From :func:`~deep_spectrum_extractor.run.start_executor`; by default one is
-        started here (see :func:`~deep_spectrum_extractor.run.executor_for`).
-
-    Returns
-    -------
-    ShardReport
-
-    Raises
-    ------
-    ShardError
-        A chunk that counting did not see coming could not be read or drawn (the later
-        shards would be cut wrongly); nothing is written.
+    Counts the chunks of every input first (each shard does, so all agree on the cut),
+    then takes the rows of its contiguous range of whole batches.  The shard file is a
+    complete ARFF or CSV file (header and the rows of its range, in order; an input's
+    rows may be split between two shards); beside it, ``<shard file>.json`` records the
+    job's fingerprint, the header's length and the inputs done and skipped that belong to
+    the shard (those whose first position it holds), for :func:`merge_shards`.  A chunk
+    that counting did not see coming and that cannot be read or drawn stops the shard
+    with a :class:`ShardError` (the later shards were cut without knowing); nothing is
+    written then.
     """
-    index, count = shard
-    if count < 1 or not 1 <= index <= count:
-        raise ParameterError(f"shard {index}/{count}: shards are numbered 1 to N")
-    output = Path(output)
-    if output.suffix.lower() in BINARY_FORMATS:
-        raise ParameterError(f"-shard writes ARFF or CSV, whose shards can be joined byte for "
-                             f"byte; {output.name} would be {output.suffix[1:]}: name the "
-                             "output .arff or .csv")
-    from .run import executor_for
 
-    with executor_for(executor, settings, options) as executor:
-        return _run_shard(files, output, settings, extractor, options, executor, shard=shard,
-                          record=record, labels=labels, timestamps=timestamps, root=root,
-                          extra=extra)
+    drops = None
 
+    def __init__(self, job, model, report):
+        from .extraction import job_record
 
-def _run_shard(files, output, settings, extractor, options, executor, *, shard, record,
-               labels, timestamps, root, extra) -> ShardReport:
-    from .extraction import provenance_comments
-    from .output.writers import open_writer
-    from .run.driver import Driver, Finished, Rows, RunError, Walk
-    from .run.reader import display_path
+        self.job, self.report = job, report
+        self.record = job_record(job, model)
+        self.timestamps = job.output.timestamps and job.settings.chunked
+        self.path = job.output.target
+        self._writer = None
+        self._header = 0
 
-    index, count = shard
-    driver = Driver(files, settings, executor, extractor, options=options, root=root,
-                    extra=extra)
-    driver.count_until(None)
-    plan = driver.plan
-    begin, end = shard_bounds(plan, shard)
-    report = ShardReport(shard_path(output, shard), shard, begin, end, plan.batches)
-    # each input's outcome is reported by the shard holding its first position
-    first_owned = bisect.bisect_left(plan.starts, begin, hi=len(files))
-    last_owned = len(files) if index == count else \
-        bisect.bisect_left(plan.starts, end, hi=len(files))
+    def begin(self, driver) -> Walk:
+        from .extraction import provenance_comments
+        from .output.writers import open_writer
 
-    writer = open_writer(report.path, timestamps=timestamps,
-                         labels=labels.attributes if labels else None, record=record,
-                         comments=provenance_comments(record))
-    header = 0
-    try:
-        for event in driver.walk(Walk(begin, end, replan=False)):
-            if isinstance(event, Rows):
-                rows = event.rows
-                if not header:
-                    writer.write("", [], rows.features[:0])  # the header alone
-                    header = writer.flush()
-                path = display_path(files[rows.index])
-                label_rows = [labels.row(path, ts) for ts in rows.timestamps] if labels else None
-                writer.write(path.name, rows.timestamps, rows.features, label_rows)
-            elif isinstance(event, Finished) and first_owned <= event.index < last_owned:
-                path = display_path(files[event.index])
-                if event.error is None:
-                    report.done.append(path)
-                else:
-                    report.skipped.append((path, event.error))
-    except RunError as exc:
-        writer.discard()
-        raise ShardError(str(exc)) from exc
-    except BaseException:
-        writer.discard()
-        raise
-    report.rows = writer.rows
-    writer.commit()
-    fingerprint = _job_fingerprint(files, plan, record=record, labels=labels,
-                                   timestamps=timestamps, root=root)
-    shard_record = {
-        "format": RECORD_FORMAT, "shard": index, "shards": count,
-        "output": _kind(output), "fingerprint": fingerprint,
-        "positions": [begin, end], "header_bytes": header, "rows": report.rows,
-        "size": report.path.stat().st_size, "sha256": file_sha256(report.path),
-        "files_done": [str(path) for path in report.done],
-        "files_skipped": [{"file": str(path), "reason": reason}
-                          for path, reason in report.skipped]}
-    write_text_atomically(record_path(report.path), json.dumps(shard_record, indent=2) + "\n")
-    return report
+        driver.count_until(None)
+        self.plan = plan = driver.plan
+        index, count = self.job.output.shard
+        begin, end = shard_bounds(plan, self.job.output.shard)
+        self.report.positions, self.report.batches = (begin, end), plan.batches
+        # each input's outcome is reported by the shard holding its first position
+        inputs = len(self.job.inputs)
+        self._owned = range(bisect.bisect_left(plan.starts, begin, hi=inputs),
+                            inputs if index == count else
+                            bisect.bisect_left(plan.starts, end, hi=inputs))
+        labels = self.job.labels
+        self._writer = open_writer(self.path, timestamps=self.timestamps,
+                                   labels=labels.attributes if labels else None,
+                                   record=self.record,
+                                   comments=provenance_comments(self.record))
+        return Walk(begin, end, replan=False)
+
+    def take(self, event) -> FileFeatures | None:
+        job = self.job
+        if isinstance(event, Rows):
+            rows = event.rows
+            if not self._header:
+                self._writer.write("", [], rows.features[:0])  # the header alone
+                self._header = self._writer.flush()
+            path = display_path(job.inputs[rows.index])
+            labels = ([job.labels.row(path, ts) for ts in rows.timestamps] if job.labels
+                      else None)
+            self._writer.write(path.name, rows.timestamps, rows.features, labels)
+        elif isinstance(event, Finished) and event.index in self._owned:
+            return FileFeatures(event.index, display_path(job.inputs[event.index]),
+                                error=event.error)
+        return None
+
+    def finish(self) -> None:
+        report, job = self.report, self.job
+        report.rows = self._writer.rows
+        self._writer.commit()
+        report.committed = True
+        index, count = job.output.shard
+        begin, end = report.positions
+        fingerprint = _job_fingerprint(job, self.plan, self.record, self.timestamps)
+        shard_record = {
+            "format": RECORD_FORMAT, "shard": index, "shards": count,
+            "output": _kind(job.output.path), "fingerprint": fingerprint,
+            "positions": [begin, end], "header_bytes": self._header, "rows": report.rows,
+            "size": self.path.stat().st_size, "sha256": file_sha256(self.path),
+            "files_done": [str(path) for path in report.done],
+            "files_skipped": [{"file": str(path), "reason": reason}
+                              for path, reason in report.skipped]}
+        write_text_atomically(record_path(self.path), json.dumps(shard_record, indent=2) + "\n")
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.discard()
 
 
 # --- merging ------------------------------------------------------------------------------
@@ -372,7 +323,8 @@ def merge_shards(shard_paths: Iterable[str | os.PathLike],
         or number of shards than the others, a shard file changed since it was written,
         or no shard holds a row.
     """
-    from .extraction import ExtractionReport, write_sidecar
+    from .extraction import write_sidecar
+    from .job import Report
 
     paths = [Path(path) for path in shard_paths]
     output = Path(output)
@@ -427,7 +379,7 @@ def merge_shards(shard_paths: Iterable[str | os.PathLike],
         raise ShardError(f"no shard holds a feature row; a single run would not have written "
                          f"{output} either")
 
-    summary = ExtractionReport(output, rows=rows, committed=True)
+    summary = Report(output, rows=rows, committed=True)
     for _path, record in ordered:
         summary.done += [Path(path) for path in record["files_done"]]
         summary.skipped += [(Path(entry["file"]), entry["reason"])

@@ -17,14 +17,12 @@ imports neither TensorFlow nor librosa nor matplotlib, so ``-h`` is instant.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import inspect
 import os
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from .. import __version__
 from ..config import load_config
@@ -209,16 +207,10 @@ def _system_exit_status(exc: SystemExit) -> int:
     return exc.code if isinstance(exc.code, int) else 1
 
 
-def _progress(total: int, unit: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, file=sys.stderr)
-
-
 # --- plot ---------------------------------------------------------------------------------
 
 class _NoNetwork:
-    """An extractor that returns no features: the pipeline then only draws (and saves)."""
+    """An extractor that returns no features: the run then only draws (and saves)."""
 
     def features(self, images):
         import numpy as np
@@ -227,8 +219,10 @@ class _NoNetwork:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    """``deepspectrum plot``: validate, draw, save, report."""
+    """``deepspectrum plot``: build the job (images only, no network), run it, report."""
     from ..audio import find_audio_files
+    from ..job import Job
+    from ..run import ExtraOutput, run_job
 
     started = time.monotonic()
     name = f"{PROG} plot"
@@ -240,258 +234,67 @@ def run_plot(args: argparse.Namespace) -> int:
     folder = Path(args.o)
     if folder.exists() and not folder.is_dir():
         raise ParameterError(f"-o {folder} is a file; give a folder for the images")
-    root = Path(args.i) if Path(args.i).is_dir() else None
-    processes = args.np or os.cpu_count() or 1
-    if args.labelled:
-        results = labelled_figure_files(files, folder, settings, root=root,
-                                        fmt=args.format, processes=processes)
-    else:
-        options = RunOptions(processes=processes, renderer=args.renderer)
-        results = network_image_files(files, folder, settings, options, root=root)
-
-    images, skipped = 0, []
-    with _progress(len(files), "file") as bar:
-        for path, count, error in results:
-            bar.update()
-            if error is None:
-                images += count
-            else:
-                skipped.append(path)
-                bar.write(f"{name}: skipped {path}: {error}", file=sys.stderr)
-    done = len(files) - len(skipped)
+    extra = (ExtraOutput(figure_dir=folder, figure_format=args.format) if args.labelled
+             else ExtraOutput(spectrogram_dir=folder))
+    job = Job(files, settings, RunOptions(processes=args.np or os.cpu_count() or 1,
+                                          renderer=args.renderer),
+              root=Path(args.i) if Path(args.i).is_dir() else None, extra=extra,
+              config=config)
+    images = 0
+    with extract_ds_features.warning_lines(name), \
+            extract_ds_features.Progress(name, len(files), "file") as progress:
+        run = run_job(job, _NoNetwork())
+        for result in run:
+            progress.update(result)
+            images += len(result.timestamps)
+    report = run.report
     kind = "labelled figure" if args.labelled else "image"
-    summary = (f"{name}: {images} {kind}(s) of {done} file(s) written to {folder} "
-               f"({time.monotonic() - started:.1f} s)")
-    if skipped:
-        summary += f"; {len(skipped)} file(s) skipped"
+    summary = (f"{name}: {images} {kind}(s) of {len(report.done)} file(s) written to "
+               f"{folder} ({time.monotonic() - started:.1f} s)")
+    if report.skipped:
+        summary += f"; {len(report.skipped)} file(s) skipped"
     print(summary, file=sys.stderr)
-    return 1 if skipped or not images else 0
-
-
-def network_image_files(files: list[Path], folder: Path, settings, options: RunOptions, *,
-                        root: Path | None = None) -> Iterator[tuple[Path, int, str | None]]:
-    """Save the image the network would see of every chunk, as ``-specout`` does.
-
-    Runs the extraction pipeline with a network that computes nothing, so the images
-    (and their file names) are those of ``extract_ds_features -specout``.
-
-    Yields
-    ------
-    path : Path
-    images : int
-        Images written for the file.
-    error : str or None
-        Why the file was skipped.
-    """
-    from ..run import ExtraOutput, extract_features
-
-    if options.renderer == "numpy":
-        from ..images.render import verify_renderer
-
-        verify_renderer()
-    for result in extract_features(files, settings, _NoNetwork(), options, root=root,
-                                   extra=ExtraOutput(spectrogram_dir=folder)):
-        yield result.path, len(result.timestamps), result.error
-
-
-def labelled_figure_files(files: list[Path], folder: Path, settings, *,
-                          root: Path | None = None, fmt: str = "png",
-                          processes: int = 1) -> Iterator[tuple[Path, int, str | None]]:
-    """Save a labelled figure of every chunk (see :mod:`..images.figures`).
-
-    Files are drawn in parallel worker processes and reported in input order.
-
-    Yields
-    ------
-    path : Path
-    figures : int
-    error : str or None
-        Why the file was skipped.
-    """
-    tasks = [(path, path.relative_to(root) if root is not None else Path(path.name),
-              settings, folder, fmt) for path in files]
-    for (path, *_), outcome in _ordered_map(draw_labelled_figures, tasks, processes):
-        yield (path, 0, outcome) if isinstance(outcome, str) else (path, *outcome)
-
-
-def draw_labelled_figures(path: Path, relative: Path, settings, folder: Path,
-                          fmt: str) -> tuple[int, str | None]:
-    """Read one audio file and save a labelled figure of each of its chunks.
-
-    Runs in a worker process.  Whatever goes wrong with the file is returned as the
-    reason instead of raised, so the run goes on with the other files.
-
-    Returns
-    -------
-    figures : int
-    error : str or None
-    """
-    try:
-        return _draw_labelled_figures(path, relative, settings, folder, fmt), None
-    except DeepSpectrumError as exc:
-        return 0, str(exc)
-    except Exception as exc:  # one odd file must not stop the run
-        return 0, f"{type(exc).__name__}: {exc}"
-
-
-def _draw_labelled_figures(path, relative, settings, folder, fmt) -> int:
-    from ..images import spectral_matrix
-    from ..images.figures import labelled_figure, save_figure
-    from ..run.reader import open_input
-    from ..run.work import side_output_name, timestamp_text
-
-    opened = open_input(path, settings)
-    if opened.error is not None:
-        raise DeepSpectrumError(opened.error)
-    sample_rate, nfft = opened.stream.sample_rate, opened.nfft
-    count = 0
-    for chunk in opened.stream.chunks(settings.window, settings.hop,
-                                      min_length=opened.min_length):
-        count += 1
-        matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
-                                 ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
-        begin = settings.start if chunk.timestamp is None else chunk.timestamp
-        end = begin + Decimal(len(chunk.samples)) / Decimal(sample_rate)
-        title = (f"{relative.as_posix()}, {timestamp_text(begin)} to "
-                 f"{timestamp_text(end)} s ({settings.mode})")
-        figure = labelled_figure(matrix, sample_rate=sample_rate, nfft=nfft,
-                                 mode=settings.mode, scale=settings.plot_scale,
-                                 cmap=settings.cmap, ylim=settings.ylim, delta=settings.delta,
-                                 offset=float(begin), title=title)
-        save_figure(figure, folder / side_output_name(relative, chunk.timestamp, f".{fmt}"),
-                    format=fmt)
-    return count
-
-
-def _ordered_map(function, tasks: list[tuple], processes: int) -> Iterator[tuple[tuple, object]]:
-    """``(task, function(*task))`` in task order, at most ``2 * processes`` in flight.
-
-    With one process everything runs here.  A worker process that dies (killed, out of
-    memory) breaks the pool: a new one is started and the task it was running is tried
-    once more alone; if it kills that worker too, its result is the reason as a string.
-    Stopped early (Ctrl-C, SIGTERM, the caller stops iterating), the workers stop at once.
-    """
-    from ..workers import WorkerPool
-
-    if processes == 1:
-        for task in tasks:
-            yield task, function(*task)
-        return
-
-    executor = WorkerPool(processes)
-    pending: list = []  # [task, future]
-    upcoming = iter(tasks)
-    finished = False
-    try:
-        while True:
-            while len(pending) < 2 * processes:
-                task = next(upcoming, None)
-                if task is None:
-                    break
-                pending.append([task, executor.submit(function, *task)])
-            if not pending:
-                finished = True
-                return
-            task, future = pending.pop(0)
-            try:
-                yield task, future.result()
-                continue
-            except concurrent.futures.process.BrokenProcessPool:
-                pass
-            executor.abandon()
-            executor = WorkerPool(processes)
-            try:
-                outcome = executor.submit(function, *task).result()
-            except concurrent.futures.process.BrokenProcessPool:
-                executor.abandon()
-                executor = WorkerPool(processes)
-                outcome = "the worker process drawing it died"
-            for slot in pending:
-                slot[1] = executor.submit(function, *slot[0])
-            yield task, outcome
-    finally:
-        if finished:
-            executor.shutdown(wait=True)
-        else:  # nothing waits for tasks nobody wants any more
-            executor.abandon()
+    return 1 if report.skipped or not images else 0
 
 
 # --- image-features -------------------------------------------------------------------------
 
 def run_image_features(args: argparse.Namespace) -> int:
-    """``deepspectrum image-features``: validate, extract, write, report."""
-    from ..images.loading import IMAGE_EXTENSIONS, find_image_files
-    from ..output.guard import check_outputs, lock_output
+    """``deepspectrum image-features``: build the job (pictures in), run it, report."""
+    from ..images.loading import find_image_files
+    from ..job import Job, Output
+    from ..run import run_job
+    from ..settings import FeatureSettings
 
     started = time.monotonic()
     name = f"{PROG} image-features"
     config = load_config(args.config)
-    net = args.net.lower()
-    entry = config.net(net)
+    entry = config.net(args.net.lower())
     layer = args.layer or entry.default_layer or DEFAULT_LAYER
     files = find_image_files(args.i)
     if not files:
         raise ParameterError(f"no .png, .jpg or .jpeg files found in {args.i}")
-    labels = image_labels(args, files)
-    output = Path(args.o)
-    if output.is_dir():
-        raise ParameterError(f"-o {output} is a directory; give a file name")
-    root = Path(args.i) if Path(args.i).is_dir() else None
-    check_outputs(output, files, root=root, input_extensions=IMAGE_EXTENSIONS)
-    with lock_output(output):  # until the run ends: a second run on it is refused at once
-        return _image_features(args, name, started, config, entry, layer, files, labels,
-                               output)
+    job = Job(files, FeatureSettings(net=entry.name, layer=layer, size=config.size),
+              RunOptions(processes=1, batch_size=args.batch_size),
+              output=Output(args.o, timestamps=False), labels=image_labels(args, files),
+              root=Path(args.i) if Path(args.i).is_dir() else None, config=config,
+              kind="images")
+    with extract_ds_features.warning_lines(name), \
+            extract_ds_features.Progress(name, len(files), "image") as progress:
+        def loading():
+            extract_ds_features.announce_loading(name, f"{len(files)} image(s)", entry, layer)
+            progress.start()
 
-
-def _image_features(args, name, started, config, entry, layer, files, labels, output) -> int:
-    import numpy as np
-
-    from ..backend.extractor import FrozenGraphExtractor
-    from ..backend.networks import resolve_model
-    from ..extraction import (ExtractionReport, file_sha256, library_versions,
-                              provenance_comments, write_sidecar)
-    from ..images.loading import image_features
-    from ..output.writers import open_writer
-
-    net = entry.name
-    extract_ds_features.announce_loading(name, f"{len(files)} image(s)", entry, layer)
-    _entry, model_path = resolve_model(config, net)
-    extractor = FrozenGraphExtractor(model_path, layer, gpu=config.gpu)
-    record = {"tool": f"deep-spectrum {__version__}",
-              "settings": {"input": "images", "net": net, "layer": layer,
-                           "batch_size": args.batch_size},
-              "network": {"file": model_path.name, "sha256": file_sha256(model_path)},
-              "libraries": library_versions()}
-    writer = open_writer(output, timestamps=False, labels=labels.attributes if labels else None,
-                         record=record, comments=provenance_comments(record))
-    report = ExtractionReport(output)
-    try:
-        with _progress(len(files), "image") as bar:
-            for result in image_features(files, extractor, batch_size=args.batch_size):
-                bar.update()
-                if result.ok:
-                    rows = [labels.row(result.path, None)] if labels else None
-                    writer.write(result.path.name, [None], result.features[np.newaxis], rows)
-                    report.done.append(result.path)
-                else:
-                    report.skipped.append((result.path, result.error))
-                    bar.write(f"{name}: skipped {result.path}: {result.error}", file=sys.stderr)
-    except BaseException:
-        writer.discard()
-        raise
-    finally:
-        extractor.close()
-    report.rows = writer.rows
-    if not writer.rows:
-        writer.discard()
-        print(f"{name}: no features extracted from {len(files)} image(s); {output} not "
+        run = run_job(job, on_load=loading)
+        for result in run:
+            progress.update(result)
+    report = run.report
+    if not report.committed:
+        print(f"{name}: no features extracted from {len(files)} image(s); {args.o} not "
               "written", file=sys.stderr)
         return 1
-    writer.commit()
-    report.committed = True
-    write_sidecar(output, record, report)
     summary = (f"{name}: {report.rows} feature vectors from {len(report.done)} image(s) "
-               f"written to {output} ({time.monotonic() - started:.1f} s)")
+               f"written to {args.o} ({time.monotonic() - started:.1f} s)")
     if report.skipped:
         summary += f"; {len(report.skipped)} image(s) skipped"
     print(summary, file=sys.stderr)

@@ -15,12 +15,13 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from .. import __version__
 from ..config import DEFAULT_CONFIG_PATH, load_config
-from ..errors import DeepSpectrumError, ParameterError, exit_status
+from ..errors import DeepSpectrumError, DeepSpectrumWarning, ParameterError, exit_status
 from ..settings import (DEFAULT_BATCH_SIZE, DEFAULT_CMAP, DEFAULT_LAYER, DEFAULT_MODE,
                         DEFAULT_NET, DEFAULT_NMEL, DEFAULT_RENDERER, DEFAULT_SCALE, MODES,
                         RENDERERS, SCALES, FeatureSettings, RunOptions, available_colormaps)
@@ -220,51 +221,111 @@ def labels_from_args(args: argparse.Namespace, settings: FeatureSettings, files:
                          no_labels=args.no_labels, time_continuous=args.tc)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Everything after parsing: validate, extract, write, report."""
-    from ..audio import AUDIO_EXTENSIONS, find_audio_files
-    from ..output.guard import check_outputs, lock_output
+def job_from_args(args: argparse.Namespace):
+    """The :class:`~deep_spectrum_extractor.job.Job` a parsed command line asks for."""
+    from ..audio import find_audio_files
+    from ..job import Cluster, Job, Output
+    from ..run import ExtraOutput
 
-    started = time.monotonic()
-    prog = getattr(args, "prog", PROG)
     config = load_config(args.config)
     settings = settings_from_args(args, config)
-    if settings.chunked and settings.hop > settings.window:
-        print(f"{prog}: warning: -t {settings.window} {settings.hop}: the hop is longer than "
-              f"the window, so {settings.hop - settings.window} s after every window are "
-              "never seen", file=sys.stderr)
     files = find_audio_files(args.i)
     if not files:
         raise ParameterError(f"no audio files found in {args.i}")
-    labels = labels_from_args(args, settings, files)
-    if labels is not None and args.l:
-        unknown = labels.unknown(files)
-        if unknown:
-            shown = "; ".join(unknown[:5]) + (f"; and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-            print(f"{prog}: warning: {len(unknown)} row(s) of {args.l} name no input file "
-                  f"({shown})", file=sys.stderr)
-    output = Path(args.o)
-    if output.is_dir():
-        raise ParameterError(f"-o {output} is a directory; give a file name")
-    root = Path(args.i) if Path(args.i).is_dir() else None
-    check_outputs(output, files, root=root, input_extensions=AUDIO_EXTENSIONS,
-                  side_outputs={"-wavout": (Path(args.wavout) if args.wavout else None,
-                                            (".wav",))})
     shard = None
     if args.shard is not None:
-        from ..sharding import resolve_shard, shard_path
+        from ..sharding import resolve_shard
 
         shard = resolve_shard(args.shard)
-        if args.resume or args.scheduler:
-            raise ParameterError("-shard runs on its own: without --resume and -scheduler")
-    options = RunOptions(processes=args.np or os.cpu_count() or 1,
-                         batch_size=args.batch_size, progress=True, renderer=args.renderer)
-    if labels is not None and labels.time_continuous:
-        _check_time_continuous_labels(prog, labels, files, settings)
-    # held until the run ends: a second run on the same output is refused at once
-    with lock_output(shard_path(output, shard) if shard else output):
-        return _extract(args, prog, started, config, settings, options, files, labels,
-                        output, root, shard)
+    return Job(
+        files, settings,
+        RunOptions(processes=args.np or os.cpu_count() or 1, batch_size=args.batch_size,
+                   progress=True, renderer=args.renderer),
+        output=Output(args.o, timestamps=not args.no_timestamps, resume=args.resume,
+                      shard=shard),
+        labels=labels_from_args(args, settings, files),
+        root=Path(args.i) if Path(args.i).is_dir() else None,
+        extra=ExtraOutput(Path(args.specout) if args.specout else None,
+                          Path(args.wavout) if args.wavout else None),
+        cluster=Cluster(args.scheduler) if args.scheduler else None,
+        stop_on_error=args.stop_on_error, config=config)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Everything after parsing: build the job, run it, report."""
+    from ..run import StopOnError, run_job
+
+    started = time.monotonic()
+    prog = getattr(args, "prog", PROG)
+    with warning_lines(prog):
+        job = job_from_args(args)
+        if job.labels is not None and job.labels.time_continuous:
+            print(f"{prog}: checking the time-continuous labels against {len(job.inputs)} "
+                  "file(s)", file=sys.stderr)
+        with Progress(prog, len(job.inputs), "file") as progress:
+            def loading():  # the job is checked: say what loads, then show progress
+                announce_loading(prog, f"{len(job.inputs)} audio file(s)",
+                                 job.config.net(job.settings.net), job.settings.layer)
+                progress.start()
+
+            run = run_job(job, on_load=loading)
+            try:
+                for result in run:
+                    progress.update(result)
+            except StopOnError as stop:
+                progress.close()
+                print(f"{prog}: stopped at the first bad file ({stop.path}: {stop.reason}); "
+                      f"{job.output.path} not written", file=sys.stderr)
+                return 1
+    if job.output.shard is not None:
+        return _shard_summary(prog, job, run.report)
+    return _summary(prog, job, run.report, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def warning_lines(prog: str):
+    """Within the block, library warnings are printed as ``PROG: warning: MESSAGE``."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DeepSpectrumWarning)
+        warnings.showwarning = show
+        yield
+
+
+class Progress:
+    """A progress bar on stderr, shown from :meth:`start` (or the first input done); each
+    skipped input is printed above it with its reason."""
+
+    def __init__(self, prog: str, total: int, unit: str):
+        self.prog, self.total, self.unit = prog, total, unit
+        self._bar = None
+
+    def start(self) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=self.total, unit=self.unit, file=sys.stderr)
+
+    def update(self, result) -> None:
+        """One input is done (``result.ok``) or skipped (``result.error``)."""
+        self.start()
+        self._bar.update()
+        if not result.ok:
+            self._bar.write(f"{self.prog}: skipped {result.path}: {result.error}",
+                            file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def announce_loading(prog: str, inputs: str, entry, layer: str) -> None:
@@ -278,97 +339,17 @@ def announce_loading(prog: str, inputs: str, entry, layer: str) -> None:
               file=sys.stderr)
 
 
-def _check_time_continuous_labels(prog, labels, files, settings) -> None:
-    """Every chunk of every file has its label (``--tc``), checked before any plotting.
+def _summary(prog: str, job, report, elapsed: float) -> int:
+    from ..extraction import sidecar_path
 
-    The chunks' timestamps depend on each file's length after trimming, so every file
-    is read once here (decoding only, far cheaper than plotting).
-    """
-    from ..run.reader import open_input
-
-    print(f"{prog}: checking the time-continuous labels against {len(files)} file(s)",
-          file=sys.stderr)
-    counts = {path: open_input(path, settings).count for path in files}
-    labels.check_timestamps(counts, start=settings.start, hop=settings.hop)
-
-
-def _extract(args, prog, started, config, settings, options, files, labels, output, root,
-             shard) -> int:
-    from tqdm import tqdm
-
-    from ..backend.extractor import FrozenGraphExtractor
-    from ..backend.networks import resolve_model
-    from ..extraction import (StopOnError, extract_to_file, provenance, sidecar_path,
-                              write_sidecar)
-    from ..run import ExtraOutput, start_executor
-
-    announce_loading(prog, f"{len(files)} audio file(s)", config.net(settings.net),
-                     settings.layer)
-    if options.renderer == "numpy":
-        from ..images.render import verify_renderer
-
-        verify_renderer()  # the installed matplotlib still draws what the renderer draws
-    extra = ExtraOutput(Path(args.specout) if args.specout else None,
-                        Path(args.wavout) if args.wavout else None)
-    timestamps = settings.chunked and not args.no_timestamps
-    # local workers start while the network loads; a cluster is connected to once it has
-    stack = contextlib.ExitStack()
-    workers = (start_executor(options.processes, settings, options.renderer)
-               if not args.scheduler else None)
-    extractor = None
-    try:
-        _entry, model_path = resolve_model(config, settings.net)
-        record = provenance(settings, options, model_path)
-        if args.scheduler:
-            from ..backend.extractor import available_layers
-            from ..distributed import dask_executor
-
-            if settings.layer not in available_layers(model_path):  # before any work
-                FrozenGraphExtractor(model_path, settings.layer, gpu=False)  # names the layers
-            workers = stack.enter_context(dask_executor(
-                args.scheduler, model_path, layer=settings.layer, gpu=config.gpu,
-                model_sha256=record["network"]["sha256"]))
-        else:
-            extractor = FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
-    except BaseException:
-        if workers is not None:
-            workers.abandon()
-        stack.close()
-        raise
-    if shard is not None:
-        return _run_shard(prog, files, output, settings, extractor, options, workers,
-                          shard=shard, record=record, labels=labels, timestamps=timestamps,
-                          root=root, extra=extra)
-
-    with stack, tqdm(total=len(files), unit="file", file=sys.stderr,
-                     disable=not options.progress) as bar:
-        def on_file(result):
-            bar.update()
-            if not result.ok:
-                tqdm.write(f"{prog}: skipped {result.path}: {result.error}", file=sys.stderr)
-
-        try:
-            report = extract_to_file(
-                files, output, settings, extractor, options, record=record, labels=labels,
-                timestamps=timestamps, root=root, extra=extra, resume=args.resume,
-                stop_on_error=args.stop_on_error, on_file=on_file, executor=workers)
-        except StopOnError as stop:
-            print(f"{prog}: stopped at the first bad file ({stop.path}: {stop.reason}); "
-                  f"{output} not written", file=sys.stderr)
-            return 1
-        finally:
-            if extractor is not None:
-                extractor.close()
-            workers.abandon()  # done, or stopped: the workers need not finish anything
-    if report.resumed_files or report.resumed_position or report.resume_note:
+    output = job.output.path
+    if report.resumed:
         print(f"{prog}: resumed; {report.resumed_files} file(s) were done before and "
               f"{report.resumed_position} chunk(s) were not drawn again"
               + (f" ({report.resume_note})" if report.resume_note else ""), file=sys.stderr)
-    write_sidecar(output, record, report)
-    elapsed = time.monotonic() - started
     if not report.committed:
-        print(f"{prog}: no features extracted from {len(files)} file(s); {output} not written",
-              file=sys.stderr)
+        print(f"{prog}: no features extracted from {len(job.inputs)} file(s); {output} not "
+              "written", file=sys.stderr)
         return 1
     summary = (f"{prog}: {report.rows} feature vectors from {len(report.done)} file(s) "
                f"written to {output} ({elapsed:.1f} s)")
@@ -381,25 +362,16 @@ def _extract(args, prog, started, config, settings, options, files, labels, outp
     return 1 if report.skipped else 0
 
 
-def _run_shard(prog, files, output, settings, extractor, options, workers, **job) -> int:
-    """One part of a job array: its shard file and a one-line summary."""
-    from ..sharding import run_shard
-
-    try:
-        report = run_shard(files, output, settings, extractor, options, executor=workers,
-                           **job)
-    finally:
-        extractor.close()
-        workers.abandon()
-    number, count = report.shard
-    if report.begin >= report.end:
+def _shard_summary(prog: str, job, report) -> int:
+    """One part of a job array: a one-line summary of its shard file."""
+    number, count = job.output.shard
+    begin, end = report.positions
+    if begin >= end:
         print(f"{prog}: warning: shard {number} of {count} gets no work: the job's "
-              f"{report.batches} batch(es) of {options.batch_size} chunks went to the other "
-              "shards; use fewer shards or a smaller -batch_size", file=sys.stderr)
-    for path, reason in report.skipped:
-        print(f"{prog}: skipped {path}: {reason}", file=sys.stderr)
+              f"{report.batches} batch(es) of {job.options.batch_size} chunks went to the "
+              "other shards; use fewer shards or a smaller -batch_size", file=sys.stderr)
     print(f"{prog}: shard {number} of {count}: {report.rows} feature vectors written to "
-          f"{report.path}; join the parts with ds_merge_shards", file=sys.stderr)
+          f"{report.output}; join the parts with ds_merge_shards", file=sys.stderr)
     return 1 if report.skipped else 0
 
 

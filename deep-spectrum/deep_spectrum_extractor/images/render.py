@@ -56,6 +56,7 @@ WHITE = (255, 255, 255)
 # Layout of colour_table: N colours, then under, over, bad (as in Colormap._lut), then
 # the canvas colour where no cell is drawn.
 _EXTRA_ENTRIES = 4
+_VERIFIED: set[int] = set()  # probe sizes that matched in this process
 _BACKGROUND = -1
 
 
@@ -338,14 +339,17 @@ def verify_renderer(*, size: int = 64) -> None:
     """Check that :func:`render_matrix` still matches :func:`.plot_matrix`.
 
     Draws a fixed probe matrix (uneven values, a NaN and an infinite cell) on every
-    scale with both and compares the bytes. Cheap enough (about 0.1 s) to run once
-    before a batch that relies on the fast renderer.
+    scale with both and compares the bytes. Cheap enough (about 0.1 s) to run before
+    every job that relies on the fast renderer; a size that passed is not drawn again in
+    the same process (matplotlib cannot change under a running process).
 
     Raises
     ------
     RendererMismatch
         With the installed matplotlib version, if any pixel differs.
     """
+    if size in _VERIFIED:
+        return
     import matplotlib
 
     from .plotting import plot_matrix
@@ -368,6 +372,7 @@ def verify_renderer(*, size: int = 64) -> None:
                 f"({case}) with matplotlib {matplotlib.__version__}; the renderer was validated "
                 f"against matplotlib {VALIDATED_MATPLOTLIB}. Use plot_matrix (-renderer "
                 "matplotlib), or re-derive the drawing rules for this matplotlib version.")
+    _VERIFIED.add(size)
 
 
 def _checked_matrix(matrix):

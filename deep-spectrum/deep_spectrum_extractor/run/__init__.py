@@ -1,22 +1,22 @@
-"""Running a job: the plan, the units of work, the executors and the driver.
+"""Running a job: the plan, the units of work, the executors, the driver and the engine.
 
 ``plan`` (the batch grid as a value) -> ``reader`` (inputs opened and read in order,
 each sample once) -> ``work`` (a range of positions drawn, and extracted) ->
 ``executors`` (in-process, local worker processes, Dask) -> ``driver`` (the one loop
-that walks the plan).
+that walks the plan) -> ``engine`` (:func:`run_job`: a
+:class:`~deep_spectrum_extractor.job.Job` from its checks to its report).
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
-from ..settings import FeatureSettings, RunOptions
-from .driver import Driver, Walk, file_features
+from ..settings import FeatureSettings
+from .driver import Driver, Walk
+from .engine import Run, StopOnError, run_job
 from .executors import Inline, LocalProcesses
 from .work import ExtraOutput, FileFeatures, render_chunks, side_output_name, warm_up
 
-__all__ = ["Driver", "ExtraOutput", "FileFeatures", "Walk", "executor_for", "extract_features",
-           "render_chunks", "side_output_name", "start_executor"]
+__all__ = ["Driver", "ExtraOutput", "FileFeatures", "Inline", "LocalProcesses", "Run",
+           "StopOnError", "Walk", "render_chunks", "run_job", "side_output_name",
+           "start_executor"]
 
 
 def start_executor(processes: int, settings: FeatureSettings | None = None,
@@ -29,52 +29,3 @@ def start_executor(processes: int, settings: FeatureSettings | None = None,
     if settings is not None:
         warm_up(settings, renderer)  # compiled here once, loaded by the workers
     return LocalProcesses(processes, settings, renderer)
-
-
-@contextlib.contextmanager
-def executor_for(executor, settings: FeatureSettings, options: RunOptions):
-    """``executor``, or one started now for ``options``.
-
-    When the block ends by an exception (Ctrl-C, an early stop ...) the executor is
-    stopped at once; when it ends normally, one started here is closed.
-    """
-    own = executor is None
-    executor = executor or start_executor(options.processes, settings, options.renderer)
-    try:
-        yield executor
-    except BaseException:
-        executor.abandon()
-        raise
-    if own:
-        executor.close()
-
-
-def extract_features(files: list, settings: FeatureSettings, network,
-                     options: RunOptions = RunOptions(), *, root=None,
-                     extra: ExtraOutput = ExtraOutput(), align: int = 0,
-                     executor=None) -> Iterator[FileFeatures]:
-    """Features of every input, one :class:`FileFeatures` per input, in input order.
-
-    Parameters
-    ----------
-    files : list of Path or InMemoryAudio
-    settings : FeatureSettings
-    network : object with ``features(images) -> np.ndarray``
-        e.g. :class:`~deep_spectrum_extractor.backend.extractor.FrozenGraphExtractor`.
-    options : RunOptions
-    root : Path, optional
-        Input folder; side outputs keep the files' paths relative to it.
-    extra : ExtraOutput
-        Where to write chunk plots and audio, if anywhere.
-    align : int
-        Blank images before the first chunk (their features are dropped), so that a
-        resumed run feeds every chunk at the batch position it had in an uninterrupted
-        run.
-    executor : optional
-        From :func:`start_executor`; by default one is started here (see
-        :func:`executor_for`).
-    """
-    with executor_for(executor, settings, options) as executor:
-        driver = Driver(list(files), settings, executor, network, options=options, root=root,
-                        extra=extra, lead=align)
-        yield from file_features(driver)

@@ -25,17 +25,12 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from ..errors import DeepSpectrumError
-from ..settings import FeatureSettings
 from .plan import Plan
 from .reader import ChunkReader, display_path, open_input, relative_path
-from .work import (ExtraOutput, Failure, FileFeatures, PieceRows, RangeJob, attach_features,
-                   error_text, run_network)
+from .work import Failure, PieceRows, RangeJob, attach_features, error_text, run_network
 
 
 class RunError(DeepSpectrumError):
@@ -83,39 +78,34 @@ class Walk:
 
 
 class Driver:
-    """Runs ``inputs`` through ``executor`` (and ``network``), yielding final results.
+    """Runs a job's inputs through ``executor`` (and ``network``), yielding final results.
 
     Parameters
     ----------
-    inputs : list of Path or InMemoryAudio
-    settings : FeatureSettings
+    job : Job
+        Its inputs, settings, options (``batch_size``, ``renderer``), root and side
+        outputs.
     executor : Inline, LocalProcesses or DaskExecutor
     network : object with ``features(images)``, optional
         Runs the network on drawn images (not needed when the executor does).
-    options : RunOptions
-        ``batch_size`` and ``renderer``.
-    root : Path, optional
-        The input folder (side outputs keep paths relative to it).
-    extra : ExtraOutput
     drops : list of (input, segments, error), optional
         Segments an earlier part of the run dropped (:meth:`Plan.dropped`), replayed as
         the inputs are counted.
     lead : int
-        Blank images before the first chunk (a run resumed after ``rows % B`` rows).
+        Blank images before the first chunk.
     """
 
-    def __init__(self, inputs: list, settings: FeatureSettings, executor, network=None, *,
-                 options, root: Path | None = None, extra: ExtraOutput = ExtraOutput(),
-                 drops: list | None = None, lead: int = 0):
-        self.inputs = inputs
-        self.settings = settings
+    def __init__(self, job, executor, network=None, *, drops: list | None = None,
+                 lead: int = 0):
+        self.inputs = job.inputs
+        self.settings = job.settings
         self.executor = executor
         self.network = network
-        self.batch_size = options.batch_size
-        self.renderer = options.renderer
-        self.root = root
-        self.extra = extra
-        self.plan = Plan(options.batch_size, lead)
+        self.batch_size = job.options.batch_size
+        self.renderer = job.options.renderer
+        self.root = job.root
+        self.extra = job.extra
+        self.plan = Plan(self.batch_size, lead)
         self._replay = collections.defaultdict(list)
         for index, segments, error in drops or ():
             self._replay[index].append((range(min(segments), max(segments) + 1)
@@ -280,26 +270,3 @@ class Driver:
             self.pending.clear()
             for reader in self.readers.values():
                 reader.close()
-
-
-def file_features(driver: Driver, walk: Walk = Walk()) -> Iterator[FileFeatures]:
-    """The walk's results gathered per input: one FileFeatures per input, in order.
-
-    A whole input's rows are held until it is complete; for recordings of any length use
-    the events of :meth:`Driver.walk` directly.
-    """
-    rows: dict[int, list[PieceRows]] = collections.defaultdict(list)
-    for event in driver.walk(walk):
-        if isinstance(event, Rows):
-            rows[event.rows.index].append(event.rows)
-        elif isinstance(event, Finished):
-            parts = rows.pop(event.index, [])
-            path = display_path(driver.inputs[event.index])
-            if event.error is not None or not parts:
-                yield FileFeatures(event.index, path, error=event.error)
-                continue
-            yield FileFeatures(
-                event.index, path,
-                timestamps=[stamp for part in parts for stamp in part.timestamps],
-                features=np.concatenate([part.features for part in parts]),
-                durations=[seconds for part in parts for seconds in part.durations])

@@ -24,10 +24,14 @@ from ..settings import FeatureSettings
 
 @dataclass(frozen=True)
 class ExtraOutput:
-    """Optional per-chunk side outputs (``-specout``, ``-wavout``)."""
+    """Optional per-chunk side outputs: the network's images (``-specout``), the audio
+    (``-wavout``) and labelled figures for people (``deepspectrum plot --labelled``, in
+    ``figure_format``)."""
 
     spectrogram_dir: Path | None = None
     wav_dir: Path | None = None
+    figure_dir: Path | None = None
+    figure_format: str = "png"
 
 
 @dataclass
@@ -264,7 +268,28 @@ def render_chunks(chunks, sample_rate: int, nfft: int, settings: FeatureSettings
                                 size=settings.size, ylim=settings.ylim)
         if relative is not None:
             _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
+        if relative is not None and extra.figure_dir is not None:
+            _save_labelled_figure(extra, relative, chunk, matrix, nfft, settings, sample_rate)
     return images
+
+
+def _save_labelled_figure(extra: ExtraOutput, relative: Path, chunk, matrix: np.ndarray,
+                          nfft: int, settings: FeatureSettings, sample_rate: int) -> None:
+    """A figure of one chunk for people: axes in seconds and Hz, a title, a colour bar."""
+    from ..images import figures
+
+    begin = settings.start if chunk.timestamp is None else chunk.timestamp
+    end = begin + Decimal(len(chunk.samples)) / Decimal(sample_rate)
+    title = (f"{relative.as_posix()}, {timestamp_text(begin)} to {timestamp_text(end)} s "
+             f"({settings.mode})")
+    figure = figures.labelled_figure(
+        matrix, sample_rate=sample_rate, nfft=nfft, mode=settings.mode,
+        scale=settings.plot_scale, cmap=settings.cmap, ylim=settings.ylim,
+        delta=settings.delta, offset=float(begin), title=title)
+    target = extra.figure_dir / side_output_name(relative, chunk.timestamp,
+                                                 f".{extra.figure_format}")
+    with output_errors(target):
+        figures.save_figure(figure, target, format=extra.figure_format)
 
 
 def _write_side_outputs(extra: ExtraOutput, relative: Path, chunk, sample_rate: int,
