@@ -226,21 +226,21 @@ def test_shard_numbers_and_slurm_variables():
 
 
 def test_plan_positions_follow_the_single_run():
-    layout = Plan(batch_size=5, lead=2)
+    layout = Plan(batch_size=5)
     for count, error in ((7, None), (0, "bad"), (12, None), (3, None)):
         layout.add(count, error)
-    assert layout.starts == [2, 9, 9, 21, 24]
-    pieces = layout.pieces(5, 15)
-    assert [(p.index, p.start, p.stop, p.position) for p in pieces] == [(0, 3, 7, 5),
-                                                                         (2, 0, 6, 9)]
+    assert layout.starts == [0, 7, 7, 19, 22]
+    pieces = layout.pieces(3, 13)
+    assert [(p.index, p.start, p.stop, p.position) for p in pieces] == [(0, 3, 7, 3),
+                                                                         (2, 0, 6, 7)]
     # dropping segment 1 (chunks 5..9) of input 2 moves everything after chunk 4
-    assert layout.drop(2, range(1, 2), "cannot plot") == 14
-    assert layout.starts == [2, 9, 9, 16, 19]
+    assert layout.drop(2, range(1, 2), "cannot plot") == 12
+    assert layout.starts == [0, 7, 7, 14, 17]
     assert layout.kept_ranges(2) == [(0, 5), (10, 12)]
-    assert [(p.index, p.start, p.stop, p.position) for p in layout.pieces(10, 20)] == \
-        [(2, 1, 5, 10), (2, 10, 12, 14), (3, 0, 3, 16)]
-    assert layout.drop(3, range(0, 1 << 62), "odd") == 16
-    assert layout.end == 16 and layout.errors == [None, "bad", "cannot plot", "odd"]
+    assert [(p.index, p.start, p.stop, p.position) for p in layout.pieces(8, 18)] == \
+        [(2, 1, 5, 8), (2, 10, 12, 12), (3, 0, 3, 14)]
+    assert layout.drop(3, range(0, 1 << 62), "odd") == 14
+    assert layout.end == 14 and layout.errors == [None, "bad", "cannot plot", "odd"]
 
 
 def test_command_line_shards_and_merge_equal_the_single_run(tmp_path, small_config):

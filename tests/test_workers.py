@@ -152,7 +152,7 @@ class _DeadlyPiece:
 
 
 def _range(begin: int, piece) -> RangeJob:
-    return RangeJob(begin, begin + 1, 0, (piece,), FeatureSettings(), 8)
+    return RangeJob(begin, begin + 1, (piece,), FeatureSettings(), 8)
 
 
 def test_a_range_that_kills_its_worker_fails_its_input_and_the_run_goes_on():

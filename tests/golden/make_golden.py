@@ -272,12 +272,13 @@ def _killed_and_resumed(base: list[str], out: Path, work: Path) -> tuple[int, st
     if out.exists() or not journal.exists():
         raise RuntimeError(f"the killed run finished {out} before the kill")
     code, err = _cli([*base, "-o", str(out), "--resume"])
-    done = re.search(r"resumed; (\d+) file\(s\) were done before", err)
+    done = re.search(r"resumed; (\d+) file\(s\) were done before and (\d+) chunk", err)
     total = len(GOOD_FILES) + len(BAD_FILES)
-    if not done or not 1 <= int(done.group(1)) < total:
+    # killed after some batches: inside the first file (0 files done, chunks kept) or later
+    if not done or int(done.group(1)) >= total or int(done.group(2)) < 1:
         raise RuntimeError(f"the second run did not resume a part-done run:\n{err}")
-    print(f"make_golden: {out.name}: killed after {done.group(1)} of {total} files, resumed",
-          file=sys.stderr)
+    print(f"make_golden: {out.name}: killed after {done.group(1)} of {total} files and "
+          f"{done.group(2)} chunks, resumed", file=sys.stderr)
     return code, err
 
 

@@ -91,12 +91,9 @@ class Driver:
     drops : list of (input, segments, error), optional
         Segments an earlier part of the run dropped (:meth:`Plan.dropped`), replayed as
         the inputs are counted.
-    lead : int
-        Blank images before the first chunk.
     """
 
-    def __init__(self, job, executor, network=None, *, drops: list | None = None,
-                 lead: int = 0):
+    def __init__(self, job, executor, network=None, *, drops: list | None = None):
         self.inputs = job.inputs
         self.settings = job.settings
         self.executor = executor
@@ -105,13 +102,13 @@ class Driver:
         self.renderer = job.options.renderer
         self.root = job.root
         self.extra = job.extra
-        self.plan = Plan(self.batch_size, lead)
+        self.plan = Plan(self.batch_size)
         self._replay = collections.defaultdict(list)
         for index, segments, error in drops or ():
             self._replay[index].append((range(min(segments), max(segments) + 1)
                                         if segments else range(0), error))
         self.readers: dict[int, ChunkReader] = {}
-        self.pending: collections.deque = collections.deque()  # (begin, end, blanks, handle)
+        self.pending: collections.deque = collections.deque()  # (begin, end, handle)
         self.held: collections.deque = collections.deque()     # PieceRows not yet final
         self.walk_range = Walk()
         self.cursor = self.confirmed = self.emitted = self.checkpoint = 0
@@ -168,10 +165,9 @@ class Driver:
                     self._failed([Failure(piece.index, range(segment, 1 << 62),
                                           error_text(exc))])
                     return False
-            job = RangeJob(self.cursor, end, max(self.plan.lead - self.cursor, 0),
-                           tuple(pieces), self.settings, self.batch_size, self.renderer,
-                           self.extra)
-            self.pending.append((job.begin, job.end, job.blanks, self.executor.submit(job)))
+            job = RangeJob(self.cursor, end, tuple(pieces), self.settings, self.batch_size,
+                           self.renderer, self.extra)
+            self.pending.append((job.begin, job.end, self.executor.submit(job)))
             self.cursor = end
         return True
 
@@ -206,14 +202,14 @@ class Driver:
 
     # -- collecting -------------------------------------------------------------------------
     def _collect(self) -> None:
-        begin, end, blanks, handle = self.pending.popleft()
+        _begin, end, handle = self.pending.popleft()
         rendered = self.executor.result(handle)
         if rendered.failures:
             self._failed(rendered.failures)
             return
         if not self.executor.runs_network:
             attach_features(rendered, run_network(self.network, rendered.images,
-                                                  batch_size=self.batch_size, blanks=blanks))
+                                                  batch_size=self.batch_size))
             rendered.images = None
         self.held.extend(rendered.rows)
         self.confirmed = end

@@ -78,6 +78,7 @@ class Run:
         self.network = network
         self.executor = executor
         self.on_load = on_load
+        self._started = False
         self.report = Report(job.output.target if job.output else None)
 
     def wait(self):
@@ -87,6 +88,10 @@ class Run:
         return self.report
 
     def __iter__(self) -> Iterator[FileFeatures]:
+        if self._started:
+            raise RuntimeError("a run is iterated once; call run_job again to run the job "
+                               "again")
+        self._started = True
         job = self.job
         job.check()
         if job.kind == "audio" and job.options.renderer == "numpy":
@@ -120,11 +125,11 @@ class Run:
         driver = None
         if job.kind == "audio":
             driver = Driver(job, executor, network, drops=sink.drops)
-        walk = sink.begin(driver)
-        if job.cluster is not None:
-            walk = dataclasses.replace(walk, batches_per_job=job.cluster.batches_per_task)
-        events = driver.walk(walk) if driver is not None else _image_events(job, network)
         try:
+            walk = sink.begin(driver)
+            if job.cluster is not None:
+                walk = dataclasses.replace(walk, batches_per_job=job.cluster.batches_per_task)
+            events = driver.walk(walk) if driver is not None else _image_events(job, network)
             for event in events:
                 result = sink.take(event)
                 if result is None:

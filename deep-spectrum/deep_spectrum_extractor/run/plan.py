@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from ..errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -37,19 +36,13 @@ class Plan:
     Parameters
     ----------
     batch_size : int
-    lead : int
-        Blank images before the first chunk (the padding some resumed runs need).
     """
 
-    def __init__(self, batch_size: int, lead: int = 0):
-        if not 0 <= lead < batch_size:
-            raise ParameterError(f"lead={lead} must be at least 0 and below the batch size "
-                                 f"{batch_size}")
+    def __init__(self, batch_size: int):
         self.batch_size = batch_size
-        self.lead = lead
         self.counts: list[int] = []
         self.errors: list[str | None] = []
-        self.starts: list[int] = [lead]     # starts[f]: position of input f's first chunk
+        self.starts: list[int] = [0]     # starts[f]: position of input f's first chunk
         self._dropped: dict[int, set[int]] = {}
 
     def __len__(self) -> int:
@@ -133,10 +126,10 @@ class Plan:
     def pieces(self, begin: int, end: int) -> list[Piece]:
         """The chunks at positions ``[begin, end)``, as pieces in order.
 
-        Blank lead positions are skipped; inputs up to ``end`` must have been added.
+        Inputs up to ``end`` must have been added.
         """
         pieces = []
-        position = max(begin, self.lead)
+        position = begin
         index = self.owner(position) if position < self.end else len(self.counts)
         while position < end and index < len(self.counts):
             offset = position - self.starts[index]

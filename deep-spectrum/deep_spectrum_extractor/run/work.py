@@ -88,14 +88,10 @@ class PieceAudio:
 
 @dataclass(frozen=True)
 class RangeJob:
-    """Positions ``[begin, end)`` of a run: everything needed to draw (and extract) them.
-
-    ``blanks`` blank images come first (the lead of a resumed run).
-    """
+    """Positions ``[begin, end)`` of a run: everything needed to draw (and extract) them."""
 
     begin: int
     end: int
-    blanks: int
     pieces: tuple[PieceAudio, ...]
     settings: FeatureSettings
     batch_size: int
@@ -155,7 +151,7 @@ def render_range(job: RangeJob) -> RenderedRange:
     Returns
     -------
     RenderedRange
-        ``images`` [shape=(end - begin - blanks, size, size, 3), uint8].
+        ``images`` [shape=(end - begin, size, size, 3), uint8].
     """
     size = job.batch_size
     blocks, rows, failures = [], [], []
@@ -190,23 +186,18 @@ def render_range(job: RangeJob) -> RenderedRange:
     return RenderedRange(job.begin, job.end, images, rows)
 
 
-def run_network(network, images: np.ndarray, *, batch_size: int,
-                blanks: int = 0) -> np.ndarray:
+def run_network(network, images: np.ndarray, *, batch_size: int) -> np.ndarray:
     """Features of ``images``, computed in batches of ``batch_size`` from the first.
-
-    ``blanks`` blank images are put first and their features dropped.
 
     Returns
     -------
     np.ndarray [shape=(n, n_features), float32]
     """
-    if blanks:
-        images = np.concatenate([np.zeros((blanks,) + images.shape[1:], np.uint8), images])
     if not len(images):
         return np.empty((0, 0), np.float32)
     outputs = [network.features(images[first:first + batch_size])
                for first in range(0, len(images), batch_size)]
-    return np.concatenate(outputs)[blanks:]
+    return np.concatenate(outputs)
 
 
 def attach_features(rendered: RenderedRange, features: np.ndarray) -> list[PieceRows]:
@@ -224,7 +215,7 @@ def extract_range(job: RangeJob, network) -> RenderedRange:
     rendered = render_range(job)
     if rendered.images is not None:
         attach_features(rendered, run_network(network, rendered.images,
-                                              batch_size=job.batch_size, blanks=job.blanks))
+                                              batch_size=job.batch_size))
         rendered.images = None
     return rendered
 
