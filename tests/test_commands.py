@@ -58,7 +58,7 @@ def test_help_is_instant_and_imports_no_heavy_module():
     elapsed = time.monotonic() - started
     assert result.returncode == 0
     for command in ("features", "plot", "image-features", "networks"):
-        assert f"    {command}" in result.stdout, command
+        assert f"  {command}  " in result.stdout, command
     assert elapsed < 10  # a bare interpreter start; importing TensorFlow alone takes longer
     probe = subprocess.run(
         [sys.executable, "-c",
@@ -72,68 +72,112 @@ def test_help_is_instant_and_imports_no_heavy_module():
     assert probe.stdout.strip() == "[0, 0, 0, 0, 0] []"
 
 
-def test_shared_options_are_those_of_extract_ds_features():
-    """Same option strings and the same parsed values, defaults and given values alike."""
-    parser = deepspectrum.build_parser()
-    original = extract_ds_features.build_parser()
-    given = ["-t", "1", "0.25", "-start", "0.5", "-end", "3", "-mode", "chroma", "-scale", "log",
-             "-ylim", "4000", "-delta", "2", "-nmel", "64", "-nfft", "256", "-cmap", "magma",
-             "-renderer", "matplotlib", "-np", "3", "-config", "x.conf", "-sr", "8000"]
-    plot_dests = ["t", "start", "end", "mode", "scale", "ylim", "delta", "nmel", "nfft", "cmap",
-                  "renderer", "np", "config", "sr"]
-    for argv in ([], given):
-        ours = vars(parser.parse_args(["plot", "-i", "a", "-o", "b", *argv]))
-        theirs = vars(original.parse_args(["-i", "a", "-o", "b", *argv]))
-        assert {d: ours[d] for d in plot_dests} == {d: theirs[d] for d in plot_dests}
-    given = ["-net", "Small", "-layer", "conv2", "-batch_size", "7", "-el", "x", "--no_labels",
-             "-l", "labels.csv", "-config", "y.conf"]
-    image_dests = ["net", "layer", "batch_size", "el", "no_labels", "l", "config"]
-    for argv in ([], given):
-        ours = vars(parser.parse_args(["image-features", "-i", "a", "-o", "b", *argv]))
-        theirs = vars(original.parse_args(["-i", "a", "-o", "b", *argv]))
-        assert {d: ours[d] for d in image_dests} == {d: theirs[d] for d in image_dests}
-    options = {o for a in original._actions for o in a.option_strings}
-    for name in ("plot", "image-features", "networks"):
-        sub = parser._subparsers._group_actions[0].choices[name]
-        reused = {o for a in sub._actions for o in a.option_strings} & options
-        for action in sub._actions:  # reused options keep type, choices, nargs, default
-            if set(action.option_strings) & reused and action.dest not in ("help", "i", "o"):
-                twin = next(a for a in original._actions if a.dest == action.dest)
-                assert action.option_strings == twin.option_strings
-                assert (action.type, action.choices, action.nargs, action.default,
-                        action.metavar, type(action)) == \
-                    (twin.type, twin.choices, twin.nargs, twin.default, twin.metavar,
-                     type(twin)), action.dest
+def test_both_spellings_of_every_option_parse_to_the_same_values():
+    """extract_ds_features (2018) and deepspectrum features (0.6.x) accept the same values
+    under their own names; only the default network differs (0.6.x's vgg16)."""
+    classic = extract_ds_features.build_parser()
+    modern = deepspectrum.command_parser("features")
+    pairs = [(["-t", "1", "0.25"], ["--window-size-and-hop", "1", "0.25"]),
+             (["-start", "0.5"], ["-s", "0.5"]), (["-end", "3"], ["--end", "3"]),
+             (["-sr", "8000"], ["--sample-rate", "8000"]), (["-mode", "chroma"], ["-m", "chroma"]),
+             (["-scale", "log"], ["-fs", "log"]), (["-ylim", "4000"], ["-fql", "4000"]),
+             (["-delta", "2"], ["-d", "2"]), (["-nmel", "64"], ["-nm", "64"]),
+             (["-nfft", "256"], ["-nfft", "256"]), (["-cmap", "magma"], ["-cm", "magma"]),
+             (["-renderer", "matplotlib"], ["--renderer", "matplotlib"]),
+             (["-net", "Small"], ["-en", "Small"]), (["-layer", "conv2"], ["-fl", "conv2"]),
+             (["-batch_size", "7"], ["-bs", "7"]), (["-l", "l.csv"], ["-lf", "l.csv"]),
+             (["--tc"], ["--time-continuous"]), (["-el", "x"], ["--explicit-label", "x"]),
+             (["--no_timestamps"], ["-nts"]), (["--no_labels"], ["--no-labels"]),
+             (["-specout", "s"], ["-so", "s"]), (["-wavout", "w"], ["--wav-out", "w"]),
+             (["-np", "3"], ["--number-of-processes", "3"]),
+             (["-scheduler", "tcp://h:1"], ["--scheduler", "tcp://h:1"]),
+             (["-shard", "2/3"], ["--shard", "2/3"]), (["--resume"], ["--resume"]),
+             (["--stop_on_error"], ["--stop-on-error"]), (["-config", "x.conf"], ["-c", "x.conf"])]
+    ignore = ("run", "resumable", "family", "skip_unlabelled")
+    base_classic, base_modern = ["-i", "a", "-o", "b"], ["a", "-o", "b"]
+    defaults = vars(classic.parse_args(base_classic))
+    assert {key: value for key, value in vars(modern.parse_args(base_modern)).items()
+            if key not in ignore} == {key: "vgg16" if key == "net" else value
+                                      for key, value in defaults.items() if key not in ignore}
+    for old, new in pairs:
+        theirs = vars(classic.parse_args(base_classic + old))
+        ours = vars(modern.parse_args(base_modern + new))
+        changed = {key for key in theirs if theirs[key] != defaults[key]}
+        assert len(changed) == 1, old
+        assert {key: ours[key] for key in changed} == {key: theirs[key] for key in changed}, new
 
 
-def test_features_is_extract_ds_features(tmp_path, corpus, small_config, capsys):
-    common = ["-i", corpus, "-t", "1", "0.5", "-mode", "mel", "-net", "small", "-config",
-              small_config]
-    assert eds(*common, "-o", tmp_path / "a.csv") == 0
-    assert ds("features", *common, "-o", tmp_path / "b.csv", *NP) == 0
-    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
-    assert len((tmp_path / "b.csv").read_text().splitlines()) == 1 + len(CHUNK_IMAGES)
+@pytest.mark.parametrize("command", ["features", "plot", "image-features"])
+def test_options_are_never_abbreviated_and_the_other_spelling_is_named(command, capsys):
+    base = ["a", "-o", "b"] if command != "plot" else ["a", "-so", "b"]
+    for argv, names in ((["-star", "1"], ["-star is not an option"]),
+                        (["-cmap", "magma"], ["-cmap is extract_ds_features's spelling of -cm"]),
+                        (["-net", "small"], ["-net is extract_ds_features's spelling of -en"]),
+                        (["-i", "x"], ["the input is the first argument"])):
+        if command == "image-features" and argv[0] == "-cmap":
+            names = ["-cmap is not an option", "belongs to extract_ds_features"]
+        if command == "plot" and argv[0] == "-net":
+            names = ["-net is not an option", "belongs to extract_ds_features"]
+        assert ds(command, *base, *argv) == 2
+        err = capsys.readouterr().err
+        for name in names:
+            assert name in err, (command, argv, err)
+    for argv, names in ((["-en", "5"], ["-end?", "spelling of -net"]),
+                        (["-star", "1"], ["did you mean -start?"]),
+                        (["-fl", "fc2"], ["deepspectrum's spelling of -layer"]),
+                        (["-cm", "magma"], ["deepspectrum's spelling of -cmap"]),
+                        (["-n", "2"], ["did you mean -net, -nfft, -nmel or -np?"])):
+        assert eds_raw("-i", "a", "-o", "b.csv", *argv) == 2
+        err = capsys.readouterr().err
+        for name in names:
+            assert name in err, (argv, err)
+
+
+def eds_raw(*args):
+    try:
+        return extract_ds_features.main([str(arg) for arg in args])
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_features_equals_extract_ds_features_with_0_6_names(tmp_path, corpus, small_config,
+                                                            capsys):
+    assert eds("-i", corpus, "-t", "1", "0.5", "-mode", "mel", "-net", "small", "-config",
+               small_config, "-o", tmp_path / "a.csv") == 0
+    assert ds("features", corpus, "-t", "1", "0.5", "-m", "mel", "-en", "small", "-c",
+              small_config, "-o", tmp_path / "b.csv", *NP) == 0
+    classic, classic_values = feature_table(tmp_path / "a.csv")
+    modern, modern_values = feature_table(tmp_path / "b.csv")
+    assert list(modern.columns) == list(classic.columns)
+    np.testing.assert_array_equal(modern_values, classic_values)
+    # 0.6.x names each file by its path relative to the input folder
+    assert list(modern["name"]) == [f"{label}/{name}" for label, name
+                                    in zip(classic["class"], classic["name"])]
+    assert len(modern) == len(CHUNK_IMAGES)
     capsys.readouterr()
-    assert ds("features", *common, "-o", tmp_path / "c.csv", "-layer", "fc9") == 2
+    assert ds("features", corpus, "-o", tmp_path / "c.csv", "-en", "small", "-fl", "fc9",
+              "-c", small_config) == 2
     err = capsys.readouterr().err
     first, last = err.splitlines()[0], err.splitlines()[-1]
     assert first.startswith("deepspectrum features: 4 audio file(s); loading small")
     assert "layer 'fc9' is not in small.pb" in last and last.startswith("deepspectrum features: error")
     assert ds("features", "-h") == 0
     assert "usage: deepspectrum features" in capsys.readouterr().out
-    assert ds("features") == 2  # -i and -o are required
+    assert ds("features") == 2  # INPUT and -o are required
     assert "required" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [
     ([], "a command is required"),
-    (["plot", "-i", "{tmp}/nowhere", "-o", "{tmp}/out"], "does not exist"),
-    (["plot", "-i", "{corpus}", "-o", "{tmp}/file.txt"], "is a file"),
-    (["plot", "-i", "{corpus}", "-o", "{tmp}/out", "-cmap", "nocmap"], "not a matplotlib colour"),
-    (["plot", "-i", "{corpus}", "-o", "{tmp}/out", "-mode", "cqt"], "invalid choice"),
-    (["image-features", "-i", "{tmp}/nowhere", "-o", "{tmp}/f.csv"], "does not exist"),
-    (["image-features", "-i", "{corpus}", "-o", "{tmp}/f.csv"], "no .png, .jpg or .jpeg"),
-    (["networks", "-config", "{tmp}"], "is a directory"),
+    (["plot", "{tmp}/nowhere", "-so", "{tmp}/out"], "does not exist"),
+    (["plot", "{corpus}", "-so", "{tmp}/file.txt"], "is a file"),
+    (["plot", "{corpus}", "-so", "{tmp}/out", "-cm", "nocmap"], "-cm='nocmap' is not a matplotlib"),
+    (["plot", "{corpus}", "-so", "{tmp}/out", "-m", "cqt"], "invalid choice"),
+    (["plot", "{corpus}"], "plot writes its images into -so FOLDER"),
+    (["image-features", "{tmp}/nowhere", "-o", "{tmp}/f.csv"], "does not exist"),
+    (["image-features", "{corpus}", "-o", "{tmp}/f.csv"], "no .png, .jpg or .jpeg"),
+    (["networks", "-c", "{tmp}"], "is a directory"),
+    (["features-with-parser", "{corpus}"], "select a partition with a label file"),
 ])
 def test_usage_errors_exit_2_with_a_message(tmp_path, corpus, capsys, argv, message):
     (tmp_path / "file.txt").write_text("x")
@@ -145,13 +189,16 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, corpus, capsys, argv, mess
 
 # --- plot -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options", [[], ["-t", "1", "0.5", "-mode", "mel", "-scale", "mel",
-                                          "-ylim", "5000", "-cmap", "magma"]])
-def test_plot_writes_exactly_the_specout_images(tmp_path, corpus, small_config, options):
+@pytest.mark.parametrize("options,spelled", [
+    ([], []),
+    (["-t", "1", "0.5", "-mode", "mel", "-scale", "mel", "-ylim", "5000", "-cmap", "magma"],
+     ["-t", "1", "0.5", "-m", "mel", "-fs", "mel", "-fql", "5000", "-cm", "magma"])])
+def test_plot_writes_exactly_the_specout_images(tmp_path, corpus, small_config, options,
+                                                spelled):
     assert eds("-i", corpus, "-o", tmp_path / "f.csv", "-net", "small", "-config",
                small_config, "-specout", tmp_path / "specout", *options) == 0
-    assert ds("plot", "-i", corpus, "-o", tmp_path / "plot", "-config", small_config,
-              *options, *NP) == 0
+    assert ds("plot", corpus, "-so", tmp_path / "plot", "-c", small_config,
+              *spelled, *NP) == 0
     written, expected = pngs(tmp_path / "plot"), pngs(tmp_path / "specout")
     names = CHUNK_IMAGES if options else [f"{label}/{label}_{n}.png"
                                           for label in ("music", "speech") for n in (0, 1)]
@@ -160,8 +207,8 @@ def test_plot_writes_exactly_the_specout_images(tmp_path, corpus, small_config, 
 
 
 def test_plot_images_equal_an_independent_pyplot_rendering(tmp_path, corpus, small_config):
-    assert ds("plot", "-i", corpus / "speech", "-o", tmp_path, "-t", "1", "0.5", "-mode", "mel",
-              "-nmel", "64", "-scale", "log", "-config", small_config, *NP) == 0
+    assert ds("plot", corpus / "speech", "-o", tmp_path, "-t", "1", "0.5", "-m", "mel",
+              "-nm", "64", "-fs", "log", "-c", small_config, *NP) == 0
     for path in sorted((corpus / "speech").glob("*.wav")):
         stamps, images = reference_images(path, window=1, hop=0.5, mode="mel", nmel=64,
                                           scale="log")
@@ -179,7 +226,7 @@ def test_plot_skips_bad_audio_with_exit_1(tmp_path, small_config, capsys, labell
     (folder / "text.wav").write_text("not audio\n" * 50)
     write_wav(folder / "short.wav", np.full(100, 0.5))
     extra = ["--labelled"] if labelled else []
-    assert ds("plot", "-i", folder, "-o", tmp_path / "out", "-config", small_config,
+    assert ds("plot", folder, "-so", tmp_path / "out", "-c", small_config,
               *extra, *NP) == 1
     err = capsys.readouterr().err
     skipped = [line for line in err.splitlines() if "skipped" in line and ": " in line]
@@ -191,12 +238,12 @@ def test_plot_skips_bad_audio_with_exit_1(tmp_path, small_config, capsys, labell
 def test_labelled_png_and_pdf(tmp_path, small_config):
     write_wav(tmp_path / "in" / "x.wav", tone(2.0, frequency=1000.0))
     for fmt in ("png", "pdf"):
-        assert ds("plot", "-i", tmp_path / "in", "-o", tmp_path / fmt, "-t", "1", "1", "-mode",
-                  "mel", "--labelled", "--format", fmt, "-config", small_config, *NP) == 0
+        assert ds("plot", tmp_path / "in", "-so", tmp_path / fmt, "-t", "1", "1", "-m",
+                  "mel", "--labelled", "--format", fmt, "-c", small_config, *NP) == 0
         assert sorted(p.name for p in (tmp_path / fmt).iterdir()) == [f"x_0.{fmt}",
                                                                       f"x_1.{fmt}"]
-    assert ds("plot", "-i", tmp_path / "in", "-o", tmp_path / "bare", "-t", "1", "1", "-mode",
-              "mel", "-config", small_config, *NP) == 0
+    assert ds("plot", tmp_path / "in", "-so", tmp_path / "bare", "-t", "1", "1", "-m",
+              "mel", "-c", small_config, *NP) == 0
     with Image.open(tmp_path / "png" / "x_0.png") as png:
         png.verify()
     with Image.open(tmp_path / "png" / "x_0.png") as png:
@@ -219,8 +266,8 @@ def test_labelled_figure_titles_and_time_spans(tmp_path, monkeypatch, small_conf
     saved = []
     monkeypatch.setattr("deep_spectrum_extractor.images.figures.save_figure",
                         lambda figure, path, format: saved.append((Path(path).name, figure)))
-    assert ds("plot", "-i", tmp_path / "in", "-o", tmp_path / "out", "-t", "1", "1", "-mode",
-              "chroma", "--labelled", "-config", small_config, *NP) == 0
+    assert ds("plot", tmp_path / "in", "-so", tmp_path / "out", "-t", "1", "1", "-m",
+              "chroma", "--labelled", "-c", small_config, *NP) == 0
     assert [name for name, _ in saved] == ["x_0.png", "x_1.png"]  # 2.5 s // 1 s hop = 2
     for number, (_, figure) in enumerate(saved):
         axes, colorbar = figure.axes
@@ -262,21 +309,22 @@ def test_labelled_figure_places_rows_at_their_frequencies():
 
 def test_image_features_of_plots_equal_the_audio_features(tmp_path, corpus, small_config):
     common = ["-t", "1", "0.5", "-mode", "mel", "-config", small_config]
-    assert ds("plot", "-i", corpus, "-o", tmp_path / "images", *common, *NP) == 0
+    assert ds("plot", corpus, "-so", tmp_path / "images", "-t", "1", "0.5", "-m", "mel", "-c",
+              small_config, *NP) == 0
     for batch_size in ("1", "128"):
         audio_csv, image_csv = tmp_path / f"audio{batch_size}.csv", tmp_path / f"i{batch_size}.csv"
         assert eds("-i", corpus, "-o", audio_csv, "-net", "small", "-batch_size", batch_size,
                    *common) == 0
-        assert ds("image-features", "-i", tmp_path / "images", "-o", image_csv, "-net", "small",
-                  "-batch_size", batch_size, "-config", small_config) == 0
+        assert ds("image-features", tmp_path / "images", "-o", image_csv, "-en", "small",
+                  "-bs", batch_size, "-c", small_config) == 0
         audio, audio_values = feature_table(audio_csv)
         images, image_values = feature_table(image_csv)
         assert list(images.columns) == [c for c in audio.columns if c != "timeStamp"]
-        assert list(images["name"]) == [Path(name).name for name in CHUNK_IMAGES]
+        assert list(images["name"]) == CHUNK_IMAGES  # relative to INPUT, as 0.6.x
         assert list(images["class"]) == [Path(name).parent.name for name in CHUNK_IMAGES]
         keys = [f"{Path(n).stem}_{extract_ds_features_stamp(t)}.png"
                 for n, t in zip(audio["name"], audio["timeStamp"])]
-        order = [keys.index(name) for name in images["name"]]
+        order = [keys.index(Path(name).name) for name in images["name"]]
         if batch_size == "1":  # every image alone through the network: identical numbers
             np.testing.assert_array_equal(image_values, audio_values[order])
         else:
@@ -306,11 +354,11 @@ def test_image_features_accept_greyscale_rgba_and_jpeg(tmp_path, small_model, sm
     Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "e_grey16.png")  # 16 bit
     Image.fromarray(rgb).save(folder / "f_photo.JPG", quality=90)
     decoded_jpeg = np.asarray(Image.open(folder / "f_photo.JPG"))
-    assert ds("image-features", "-i", tmp_path / "images", "-o", tmp_path / "f.csv", "-net",
-              "small", "-layer", "fc7", "-config", small_config) == 0
+    assert ds("image-features", tmp_path / "images", "-o", tmp_path / "f.csv", "-en",
+              "small", "-fl", "fc7", "-c", small_config) == 0
     table, values = feature_table(tmp_path / "f.csv")
-    assert list(table["name"]) == ["a_rgb.png", "b_rgba.png", "c_grey.png", "d_wide.PNG",
-                                   "e_grey16.png", "f_photo.JPG"]
+    assert list(table["name"]) == ["cls/a_rgb.png", "cls/b_rgba.png", "cls/c_grey.png",
+                                   "cls/d_wide.PNG", "cls/e_grey16.png", "cls/f_photo.JPG"]
     assert set(table["class"]) == {"cls"}
     grey_rgb = np.repeat(grey[:, :, None], 3, axis=2)
     # the 30x40 images go through the network as one batch, the 20x50 one alone
@@ -333,8 +381,8 @@ def test_image_features_skip_broken_images_with_exit_1(tmp_path, small_config, c
         (folder / name).write_bytes(whole[:len(whole) // 2])  # header intact, pixels cut
     (folder / "text.jpg").write_text("not an image")
     (folder / "folder.jpeg").mkdir()
-    assert ds("image-features", "-i", folder, "-o", tmp_path / "f.arff", "-net", "small",
-              "--no_labels", "-config", small_config) == 1
+    assert ds("image-features", folder, "-o", tmp_path / "f.arff", "-en", "small",
+              "--no-labels", "-c", small_config) == 1
     err = capsys.readouterr().err
     for name, reason in (("truncated.png", "cannot decode image (image file is truncated"),
                          ("truncated.jpg", "cannot decode image (image file is truncated"),
@@ -349,24 +397,26 @@ def test_image_features_skip_broken_images_with_exit_1(tmp_path, small_config, c
     assert "% settings: input=images, net=small, layer=fc7, batch_size=128" in text
 
 
-def test_image_features_label_file_and_explicit_label(tmp_path, small_config):
+def test_image_features_label_file_and_explicit_label(tmp_path, small_config, capsys):
     folder = tmp_path / "images"
     folder.mkdir()
     for name in ("x.png", "y.png"):
         Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(folder / name)
     (tmp_path / "labels.csv").write_text("file,score,kind\nx.png,0.5,a\ny.png,2,b\n")
-    assert ds("image-features", "-i", folder, "-o", tmp_path / "l.csv", "-net", "small",
-              "-l", tmp_path / "labels.csv", "-config", small_config) == 0
+    assert ds("image-features", folder, "-o", tmp_path / "l.csv", "-en", "small",
+              "-lf", tmp_path / "labels.csv", "-c", small_config) == 0
     table = pd.read_csv(tmp_path / "l.csv")
     assert table[["name", "score", "kind"]].values.tolist() == [["x.png", 0.5, "a"],
                                                                 ["y.png", 2.0, "b"]]
-    assert ds("image-features", "-i", folder, "-o", tmp_path / "e.csv", "-net", "small",
-              "-el", "pos", "-config", small_config) == 0
+    assert ds("image-features", folder, "-o", tmp_path / "e.csv", "-en", "small",
+              "-el", "pos", "-c", small_config) == 0
     assert list(pd.read_csv(tmp_path / "e.csv")["class"]) == ["pos", "pos"]
+    # a label file that names only some images selects them (DeepSpectrum 0.6.x)
     (tmp_path / "short.csv").write_text("file,kind\nx.png,a\n")
-    assert ds("image-features", "-i", folder, "-o", tmp_path / "s.csv", "-net", "small",
-              "-l", tmp_path / "short.csv", "-config", small_config) == 2
-    assert not (tmp_path / "s.csv").exists()
+    assert ds("image-features", folder, "-o", tmp_path / "s.csv", "-en", "small",
+              "-lf", tmp_path / "short.csv", "-c", small_config) == 0
+    assert pd.read_csv(tmp_path / "s.csv")[["name", "kind"]].values.tolist() == [["x.png", "a"]]
+    assert "1 of 2 input file(s) are not named in" in capsys.readouterr().err
 
 
 class RecordingExtractor:
@@ -430,7 +480,7 @@ def parse_layers(output: str, net: str) -> dict[str, tuple[str, int, bool]]:
 
 
 def test_networks_lists_layers_with_their_feature_sizes(small_model, small_config, capsys):
-    assert ds("networks", "-config", small_config) == 0
+    assert ds("networks", "-c", small_config) == 0
     out = capsys.readouterr().out
     table = {line.split()[0]: line.split() for line in out.splitlines()[2:5]}
     assert table["small"][1:3] == ["exists", "fc7"] and table["small"][3] == str(small_model)
@@ -458,7 +508,7 @@ def test_networks_measures_buildable_models_without_writing_the_cache(tmp_path, 
     config.write_text("[main]\nsize = 227\n\n[tensorflow-nets]\ntiny = cache/tiny.pb\n"
                       "broken = broken.pb\n\n[tensorflow-layers]\ntiny = conv2\n")
     (tmp_path / "broken.pb").write_bytes(b"not a graph")
-    assert ds("networks", "-config", config) == 1  # a model file exists but is unusable
+    assert ds("networks", "--config", config) == 1  # a model file exists but is unusable
     out = capsys.readouterr().out
     table = {line.split()[0]: line.split() for line in out.splitlines()[2:4]}
     assert table["tiny"][1:] == ["buildable", "conv2", str(tmp_path / "cache" / "tiny.pb")]

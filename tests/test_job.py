@@ -46,19 +46,21 @@ def test_every_command_and_the_api_build_one_job_and_call_run_job(jobs, tmp_path
     out = tmp_path / "f.arff"
     assert extract_ds_features.main([str(a) for a in ["-i", corpus, "-o", out, "-t", "1",
                                                       "0.5", "-net", "small", *common]]) == 0
-    assert deepspectrum.main(["features", "-i", corpus, "-o", tmp_path / "g.csv", "-net",
-                              "small", "-shard", "1/2", *common]) == 0
-    assert deepspectrum.main(["plot", "-i", corpus, "-o", tmp_path / "plots", *common]) == 0
-    assert deepspectrum.main(["image-features", "-i", tmp_path / "plots", "-o",
-                              tmp_path / "images.csv", "-net", "small", "-config",
+    modern = ["-c", small_config, "-np", "1"]
+    assert deepspectrum.main(["features", corpus, "-o", tmp_path / "g.csv", "-en", "small",
+                              "--shard", "1/2", *modern]) == 0
+    assert deepspectrum.main(["plot", corpus, "-so", tmp_path / "plots", *modern]) == 0
+    assert deepspectrum.main(["image-features", tmp_path / "plots", "-o",
+                              tmp_path / "images.csv", "-en", "small", "-c",
                               small_config]) == 0
     with ds.DeepSpectrum(net="small", config=small_config) as spectrum:
         spectrum.process_folder(corpus)
         spectrum.process_file(sorted(corpus.rglob("*.wav"))[0])
     assert len(jobs) == 6
     single, shard, plot, images, folder, one = jobs
-    assert single.output == Output(out, timestamps=True) and single.settings.window == 1
+    assert single.output == Output(out) and single.settings.window == 1
     assert shard.output.shard == (1, 2) and shard.output.target.name == "g.shard-1-of-2.csv"
+    assert shard.output.names == "relative" and single.output.names == "file"
     assert plot.output is None and plot.extra.spectrogram_dir == tmp_path / "plots"
     assert images.kind == "images" and images.output.timestamps is False
     assert folder.output is None and len(folder.inputs) == 4 and len(one.inputs) == 1

@@ -140,7 +140,7 @@ class FeatureFile:
             "provenance": self.record, "timestamps": self.timestamps,
             "labels": ([[a.name, a.values] for a in self.labels.attributes]
                        if self.labels else None),
-            "files": self.keys}))
+            "names": output.names, "files": self.keys}))
         self.journal = journal_path(output.path)
         self.state = None
         if output.resume and self.journal.exists() and part_path(output.path).exists():
@@ -315,6 +315,7 @@ class _WriterThread:
                  open_input: list | None = None):
         self._writer, self._log = writer, log
         self._files, self._keys, self._labels = job.inputs, keys, job.labels
+        self._names = job.row_names()
         self._max_rows = max_rows
         self._open = open_input       # [input, offset, rows, header, fingerprint] being written
         self._held: list = []         # rows of the open input (a writer that cannot stream)
@@ -408,7 +409,7 @@ class _WriterThread:
     def _write(self, rows) -> None:
         path = display_path(self._files[rows.index])
         labels = [self._labels.row(path, ts) for ts in rows.timestamps] if self._labels else None
-        self._writer.write(path.name, rows.timestamps, rows.features, labels)
+        self._writer.write(self._names[rows.index], rows.timestamps, rows.features, labels)
 
     def _journal(self, entry: dict) -> None:
         self._log.write(json.dumps(entry) + "\n")
@@ -438,8 +439,8 @@ def _check_same_job(previous: dict, current: dict, journal: Path) -> None:
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
                 differences.append(f"{section} {key}: {old.get(key)} -> {new.get(key)}")
-    for key in ("timestamps", "labels", "files"):
-        if previous[key] != current[key]:
+    for key in ("timestamps", "labels", "names", "files"):
+        if previous.get(key, "file") != current.get(key, "file"):
             differences.append(f"{key} differ" if key != "files" else "the input files differ")
     if differences:
         raise ParameterError("cannot resume: the interrupted run used other settings ("

@@ -28,6 +28,8 @@ from .settings import FeatureSettings, RunOptions
 
 #: What a job's inputs are: audio to draw, or pictures drawn already.
 KINDS = ("audio", "images")
+#: What the name column of a feature file holds (:class:`Output`).
+NAMES = ("file", "relative")
 
 
 @dataclass(frozen=True)
@@ -46,15 +48,21 @@ class Output:
     shard : (int, int), optional
         Write only shard ``i`` of ``N`` (:mod:`~deep_spectrum_extractor.sharding`), into
         ``<stem>.shard-i-of-N<ext>``.
+    names : {'file', 'relative'}
+        The name column: each input's file name (the 2018 tool) or its path relative to
+        the input folder (DeepSpectrum 0.6.x).
     """
 
     path: Path
     timestamps: bool = True
     resume: bool = False
     shard: tuple[int, int] | None = None
+    names: str = "file"
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
+        if self.names not in NAMES:
+            raise ParameterError(f"names={self.names!r} is not one of {', '.join(NAMES)}")
         if self.shard is not None:
             index, count = self.shard
             if count < 1 or not 1 <= index <= count:
@@ -188,6 +196,14 @@ class Job:
 
     def _paths(self):
         return (path for path in self.inputs if isinstance(path, (str, os.PathLike)))
+
+    def row_names(self) -> list[str]:
+        """What the name column says of each input (see :attr:`Output.names`)."""
+        from .run.reader import display_path, relative_path
+
+        if self.output is not None and self.output.names == "relative":
+            return [relative_path(path, self.root).as_posix() for path in self.inputs]
+        return [display_path(path).name for path in self.inputs]
 
     def _check_output(self, output: Output) -> None:
         from .audio import AUDIO_EXTENSIONS

@@ -4,18 +4,25 @@ Every source yields a :class:`Labels` object: the label attributes (name and nom
 values, or numeric) and a lookup from a file (and, for time-continuous labels, a chunk
 timestamp) to that row's label values.  Sources are checked against the input files
 before any plotting, so a missing label stops the run at once.
+
+A label file names each file by its bare name (``x.wav``, as the 2018 tool did) or by
+its path relative to the input folder (``dog/x.wav``, as DeepSpectrum 0.6.x did);
+:meth:`Labels.bind` matches the names to the inputs and refuses a bare name that two
+input files share.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from .errors import LabelError
+from .errors import DeepSpectrumWarning, LabelError
 
 
 @dataclass(frozen=True)
@@ -42,13 +49,50 @@ class Labels:
         self.time_continuous = time_continuous
         self.source = source
         self._by_path = by_path  # keyed by full path (folder labels), else by file name
+        self._bound: dict[Path, str] | None = None  # input -> its name in the file
 
     def _key(self, path: Path):
-        return path if self._by_path else path.name
+        if self._by_path:
+            return path
+        if self._bound is not None:
+            return self._bound.get(path)
+        return path.name
+
+    def bind(self, files: list[Path], root: Path | None = None) -> Labels:
+        """Match the label file's names to ``files`` (returns self).
+
+        A name with folders is the file's path relative to ``root`` (the input folder);
+        a bare name is the file's name, and is refused when two input files have it.
+        """
+        if self._by_path:
+            return self
+        bound: dict[Path, str] = {}
+        by_name: dict[str, list[Path]] = collections.defaultdict(list)
+        for path in files:
+            relative = relative_name(path, root)
+            if relative in self._by_file:
+                bound[path] = relative
+            elif path.name in self._by_file:
+                by_name[path.name].append(path)
+        for name, paths in by_name.items():
+            if len(paths) > 1:
+                raise LabelError(
+                    f"{self.source}, line {self._lines.get(name, '?')}: {name} names no "
+                    f"folder, but {len(paths)} input files have that name ({paths[0]} and "
+                    f"{paths[1]}{' ...' if len(paths) > 2 else ''}); name them by their "
+                    f"path relative to the input folder, e.g. {relative_name(paths[0], root)}")
+            bound[paths[0]] = name
+        self._bound = bound
+        return self
+
+    def listed(self, files: list[Path]) -> list[Path]:
+        """The files that have labels, in order."""
+        return [path for path in files if self._key(path) in self._by_file]
 
     def check(self, files: list[Path]) -> None:
         """Raise LabelError naming every file that has no label."""
-        missing = sorted({self._key(path) for path in files} - set(self._by_file))
+        missing = sorted({str(self._key(path) or relative_name(path, None)) for path in files
+                          if self._key(path) not in self._by_file})
         if missing:
             shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
             raise LabelError(f"no labels{' in ' + self.source if self.source else ''} for "
@@ -154,7 +198,8 @@ def read_label_file(path: str | os.PathLike, *, time_continuous: bool = False) -
         if len(row) != len(header):
             raise LabelError(f"label file {path}, line {number}: {len(row)} columns, "
                              f"the header has {len(header)}")
-        name, values = row[0].strip(), [cell.strip() for cell in row[first_label:]]
+        name = row[0].strip().replace("\\", "/").removeprefix("./")
+        values = [cell.strip() for cell in row[first_label:]]
         lines.setdefault(name, number)
         if time_continuous:
             try:
@@ -188,20 +233,52 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def choose_labels(files: list[Path], *, label_file=None, explicit: str | None = None,
-                  no_labels: bool = False, time_continuous: bool = False) -> Labels | None:
-    """The label source the options ask for, checked against ``files``.
+def relative_name(path: Path, root: Path | None) -> str:
+    """How a label file names ``path``: relative to ``root`` with ``/``, or its name."""
+    if root is None:
+        return path.name
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
 
-    ``--no_labels``: None; ``-l``: the label file; ``-el``: one explicit label; otherwise
-    the folder names.  Raises LabelError naming every file without a label.
+
+def choose_labels(files: list[Path], *, root: Path | None = None, label_file=None,
+                  explicit: str | None = None, no_labels: bool = False,
+                  time_continuous: bool = False,
+                  unlisted: str = "stop") -> tuple[Labels | None, list[Path]]:
+    """The label source the options ask for, and the files to extract.
+
+    ``no_labels``: None; ``label_file``: the label file, its names matched to ``files``
+    (see :meth:`Labels.bind`); ``explicit``: one label; otherwise the folder names.  A
+    file the label file does not name stops the run (``unlisted="stop"``, LabelError
+    naming every such file) or is left out (``"skip"``, with a DeepSpectrumWarning saying
+    how many: a label file then selects a partition of the corpus).
+
+    Returns
+    -------
+    labels : Labels or None
+    files : list of Path
+        ``files``, without the left-out ones.
     """
+    if unlisted not in ("stop", "skip"):
+        raise ValueError(f"unlisted={unlisted!r} must be 'stop' or 'skip'")
     if no_labels:
-        return None
+        return None, files
     if label_file:
-        labels = read_label_file(label_file, time_continuous=time_continuous)
+        labels = read_label_file(label_file, time_continuous=time_continuous).bind(files, root)
+        if unlisted == "skip":
+            listed = labels.listed(files)
+            if not listed:
+                raise LabelError(f"{label_file} names none of the {len(files)} input files")
+            if len(listed) < len(files):
+                warnings.warn(f"{len(files) - len(listed)} of {len(files)} input file(s) are "
+                              f"not named in {label_file} and are left out",
+                              DeepSpectrumWarning, stacklevel=2)
+            files = listed
     elif explicit is not None:
         labels = explicit_labels(files, explicit)
     else:
         labels = folder_labels(files)
     labels.check(files)
-    return labels
+    return labels, files

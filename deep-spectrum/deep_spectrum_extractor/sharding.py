@@ -152,6 +152,7 @@ def _job_fingerprint(job, plan, record: dict, timestamps: bool) -> dict:
     return json.loads(json.dumps({  # as it reads back from the record
         "provenance": record, "timestamps": timestamps,
         "labels": [[a.name, a.values] for a in labels.attributes] if labels else None,
+        "names": job.output.names,
         "files": {"count": len(keys),
                   "sha256": hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()},
         "chunks": plan.end}))
@@ -186,6 +187,7 @@ class ShardFile:
         self.record = job_record(job, model)
         self.timestamps = job.output.timestamps and job.settings.chunked
         self.path = job.output.target
+        self._names = job.row_names()
         self._writer = None
         self._header = 0
 
@@ -220,7 +222,8 @@ class ShardFile:
             path = display_path(job.inputs[rows.index])
             labels = ([job.labels.row(path, ts) for ts in rows.timestamps] if job.labels
                       else None)
-            self._writer.write(path.name, rows.timestamps, rows.features, labels)
+            self._writer.write(self._names[rows.index], rows.timestamps, rows.features,
+                               labels)
         elif isinstance(event, Finished) and event.index in self._owned:
             return FileFeatures(event.index, display_path(job.inputs[event.index]),
                                 error=event.error)
@@ -289,7 +292,7 @@ def _differences(first: dict, other: dict) -> list[str]:
     if first["provenance"].get("tool") != other["provenance"].get("tool"):
         differences.append(f"tool: {first['provenance'].get('tool')} vs "
                            f"{other['provenance'].get('tool')}")
-    for key, what in (("timestamps", "timestamps"), ("labels", "labels"),
+    for key, what in (("timestamps", "timestamps"), ("labels", "labels"), ("names", "names"),
                       ("files", "the input files"), ("chunks", "the number of chunks")):
         if first.get(key) != other.get(key):
             differences.append(f"{what} differ")

@@ -210,6 +210,19 @@ def common_args(audio: Path, config: Path, labels: Path | None, case: Case) -> l
     return [paths.get(arg, arg) for arg in case_argv(case)]
 
 
+def spelled_0_6(argv: list[str]) -> list[str]:
+    """An extract_ds_features command line as DeepSpectrum 0.6.x spells it (the input
+    first, then 0.6.x's option names), for ``deepspectrum features``."""
+    from deep_spectrum_extractor.cli.options import OPTIONS
+
+    modern = {spelling: option.modern[0] for option in OPTIONS.values() if option.modern
+              for spelling in option.classic}
+    rest = list(argv)
+    source = rest.pop(rest.index("-i") + 1)
+    rest.remove("-i")
+    return [source, *(modern.get(arg, arg) for arg in rest)]
+
+
 def _cli(argv: list[str]) -> tuple[int, str]:
     """extract_ds_features in this process; its exit status and what it wrote to stderr."""
     from deep_spectrum_extractor.cli.extract_ds_features import main
@@ -239,7 +252,7 @@ def run_case(case: Case, audio: Path, config: Path, labels: Path, work: Path) ->
 
             stderr = io.StringIO()
             with contextlib.redirect_stderr(stderr):
-                code = deepspectrum(["features", *base, "-o", str(out)])
+                code = deepspectrum(["features", *spelled_0_6(base), "-o", str(out)])
             err = stderr.getvalue()
         elif case.way == "resume":
             code, err = _killed_and_resumed(base, out, work)

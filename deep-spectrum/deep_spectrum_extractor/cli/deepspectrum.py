@@ -1,155 +1,158 @@
-"""``deepspectrum``: the Deep Spectrum tools as subcommands of one command.
+"""``deepspectrum``: the command line of the later DeepSpectrum (0.6.x), on this engine.
 
-* ``deepspectrum features ...`` is ``extract_ds_features ...``, unchanged;
-* ``deepspectrum plot`` writes the images only: by default exactly the images the
-  network sees (the files ``extract_ds_features -specout`` writes), with ``--labelled``
-  figures with axes, title and colour bar for people (PNG or PDF);
-* ``deepspectrum image-features`` extracts features from existing PNG/JPEG images;
-* ``deepspectrum networks`` lists the networks of deep.conf with their layers and
-  feature sizes.
+Scripts written for DeepSpectrum 0.6.x (``deepspectrum`` on PyPI, used by the ComParE
+baseline recipes) run unchanged::
 
-Options shared with ``extract_ds_features`` are taken from its parser, so names, types,
-defaults and help texts cannot drift apart.  Exit status as for
+    deepspectrum [-v|-vv] [--version] COMMAND INPUT [options]
+
+* ``features INPUT -o OUT``: features of audio files, with 0.6.x's option names
+  (``-en``, ``-fl``, ``-m``, ``-cm``, ``-fql`` ...; :mod:`.options` lists both spellings of
+  every option) and its defaults (``-en vgg16``); the name column holds each file's path
+  relative to INPUT, and with a label file only the files it lists are extracted;
+* ``plot INPUT -so FOLDER``: the images only, by default exactly the images the network
+  sees; ``--labelled`` (or 0.6.x's ``-ppdfs``) draws figures for people;
+* ``image-features INPUT -o OUT``: features of existing PNG/JPEG images;
+* ``networks``: the networks of deep.conf with their layers and feature sizes.
+
+Options are spelled out, never abbreviated, and an option of ``extract_ds_features``
+(``-net``, ``-cmap`` ...) is refused with this command's spelling.  Exit status as for
 ``extract_ds_features``: 0 when every input was used, 1 when some were skipped (or
-nothing came out), 2 for usage errors, 130 when interrupted.  Importing this module
-imports neither TensorFlow nor librosa nor matplotlib, so ``-h`` is instant.
+nothing came out), 2 for usage errors, 3 when an output cannot be written, 130/143 when
+interrupted.  Importing this module imports neither TensorFlow nor librosa nor
+matplotlib, so ``-h`` is instant.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
+import difflib
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from .. import __version__
 from ..config import load_config
-from ..errors import DeepSpectrumError, ModelError, ParameterError, exit_status
+from ..errors import ModelError, ParameterError
 from ..images.figures import FIGURE_FORMATS
-from ..settings import DEFAULT_LAYER, DEFAULT_NET, RunOptions
-from . import extract_ds_features
+from ..settings import DEFAULT_LAYER, RunOptions
+from . import extract_ds_features, options
+from .options import MODERN
+from .report import Progress, Voice
 
 PROG = "deepspectrum"
+#: The commands, with one line each for ``deepspectrum -h``.
+COMMANDS = {
+    "features": "extract features from audio files",
+    "image-features": "extract features from existing PNG/JPEG images",
+    "plot": "write the plots of audio chunks as images, without a network",
+    "networks": "list the networks of the config file, their layers and feature sizes",
+}
+NOT_PROVIDED = {
+    "features-with-parser": "features-with-parser took its inputs and labels from a Python "
+    "parser class of audeep, which is not part of this tool; select a partition with a "
+    "label file instead: deepspectrum features INPUT -lf partition.csv -o OUT (only the "
+    "files the label file lists are extracted)",
+}
 
 
-# --- the parser -------------------------------------------------------------------------
-
-#: Option groups of ``extract_ds_features`` that ``plot`` takes over whole, so that an
-#: option added there (such as ``-sr``) reaches ``plot`` too.
-AUDIO_GROUPS = ("extracting features from audio chunks", "parameters of the audio plots")
-
-
-def _shared_actions() -> tuple[dict[str, argparse.Action], dict[str, list[str]]]:
-    """``extract_ds_features``'s options by destination, and its groups' destinations."""
-    parser = extract_ds_features.build_parser()
-    groups = {group.title: [action.dest for action in group._group_actions]
-              for group in parser._action_groups}
-    return {action.dest: action for action in parser._actions}, groups
-
-
-def _reuse(group, source: dict[str, argparse.Action], dest: str, **changes) -> None:
-    """Add ``extract_ds_features``'s option ``dest`` to ``group``, with ``changes``.
-
-    The option is rebuilt from the original action's attributes (names, type, nargs,
-    choices, default, metavar, help), so both commands accept exactly the same values.
-    """
-    action = source[dest]
-    accepted = inspect.signature(type(action).__init__).parameters
-    keywords = {name: getattr(action, name) for name in accepted
-                if name not in ("self", "option_strings") and hasattr(action, name)}
-    keywords.update(changes)
-    group.add_argument(*action.option_strings, action=type(action), **keywords)
-
+# --- the parsers ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``deepspectrum`` parser with its subcommands.
-
-    ``features`` is listed here but never parsed here: :func:`main` hands its arguments
-    to ``extract_ds_features`` unchanged.
-    """
-    shared, groups = _shared_actions()
+    """The parser of what comes before the command: ``-v``, ``-vv``, ``--version``."""
+    lines = "\n".join(f"  {name:<16}{text}" for name, text in COMMANDS.items())
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Deep Spectrum: audio plotted as spectrogram images and fed "
-        "to an ImageNet-pretrained CNN. Run 'deepspectrum COMMAND -h' for a command's "
-        "options.")
+        prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=f"{PROG} [-h] [-v | -vv] [--version] COMMAND INPUT [options]",
+        description="Deep Spectrum: audio plotted as spectrogram images and fed to an "
+        "ImageNet-pretrained CNN, with the command line of DeepSpectrum 0.6.x. Run "
+        f"'{PROG} COMMAND -h' for a command's options.\n\ncommands:\n{lines}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say more: -v each input as it is done, -vv also the settings")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
-    commands.add_parser("features", add_help=False,
-                        help="extract features from audio files; the same command and "
-                        "options as extract_ds_features")
-    _add_plot_parser(commands, shared, groups)
-    _add_image_features_parser(commands, shared)
-    _add_networks_parser(commands, shared)
     return parser
 
 
-def _add_plot_parser(commands, shared, groups) -> None:
-    plot = commands.add_parser(
-        "plot", help="write the plots of audio chunks as images, without a network",
-        description="Write the plot of every audio chunk as an image: by default exactly "
-        "the image the network sees (the files extract_ds_features -specout writes); "
-        "with --labelled a figure with time and frequency axes, title and colour bar.")
-    required = plot.add_argument_group("required options")
-    _reuse(required, shared, "i")
-    required.add_argument("-o", required=True, metavar="FOLDER",
-                          help="folder for the images, created if missing; files are named "
-                          "<folder of the audio file>/<stem>_<timestamp>.png (without -t: "
-                          "<stem>.png)")
-    for title in AUDIO_GROUPS:
-        if title not in groups:
-            raise RuntimeError(f"extract_ds_features has no option group {title!r}")
-        group = plot.add_argument_group(title.replace("extracting features from ", ""))
-        for dest in groups[title]:
-            _reuse(group, shared, dest)
-    figures = plot.add_argument_group("labelled figures")
+def command_parser(command: str) -> options.StrictParser:
+    """The parser of one command's arguments (after the command's name)."""
+    build = {"features": _features_parser, "image-features": _image_features_parser,
+             "plot": _plot_parser, "networks": _networks_parser}[command]
+    return build(options.StrictParser(prog=f"{PROG} {command}", family=MODERN,
+                                      description=COMMANDS[command].capitalize() + "."))
+
+
+def _input(parser, what: str) -> None:
+    parser.add_argument("i", metavar="INPUT", help=what)
+
+
+def _features_parser(parser):
+    _input(parser, "folder with audio files (any format libsndfile reads, searched "
+           "recursively) or one audio file")
+    required = parser.add_argument_group("required options")
+    options.add(required, MODERN, "o", required=True)
+    options.add_groups(parser, MODERN, options.GROUPS)
+    parser.set_defaults(run=extract_ds_features.run, resumable=True, family=MODERN,
+                        skip_unlabelled=True)
+    return parser
+
+
+def _plot_parser(parser):
+    _input(parser, "folder with audio files or one audio file")
+    output = parser.add_argument_group("where the images go")
+    options.add(output, MODERN, "specout", metavar="FOLDER",
+                help="folder for the images, created if missing: <folder of the audio "
+                "file>/<stem>_<timestamp>.png (without -t: <stem>.png); also -o FOLDER")
+    output.add_argument("-o", dest="specout", metavar="FOLDER", help=argparse.SUPPRESS)
+    options.add(output, MODERN, "wavout")
+    for title in ("extracting features from audio chunks", "parameters of the audio plots"):
+        options.add_groups(parser, MODERN, {title.replace("extracting features from ", ""):
+                                            options.GROUPS[title]})
+    figures = parser.add_argument_group("labelled figures")
     figures.add_argument("--labelled", action="store_true",
                          help="draw figures for people: axes in seconds and Hz, a title and "
-                         "a colour bar, each row at its true frequency (-renderer does not "
+                         "a colour bar, each row at its true frequency (--renderer does not "
                          "apply)")
     figures.add_argument("--format", choices=FIGURE_FORMATS, default=FIGURE_FORMATS[0],
-                         help="file format of labelled figures (default: "
-                         f"{FIGURE_FORMATS[0]}); network images are always png")
-    conf = plot.add_argument_group("configuration")
-    _reuse(conf, shared, "np")
-    _reuse(conf, shared, "config")
-    # FeatureSettings needs a network; plotting never loads one.
-    plot.set_defaults(run=run_plot, net=DEFAULT_NET, layer=DEFAULT_LAYER)
+                         help=f"file format of labelled figures (default: {FIGURE_FORMATS[0]});"
+                         " network images are always png")
+    figures.add_argument("-ppdfs", "--pretty_pdfs", action="store_true",
+                         help="labelled figures as PDF (the same as --labelled --format pdf)")
+    conf = parser.add_argument_group("configuration")
+    options.add(conf, MODERN, "np")
+    options.add(conf, MODERN, "config")
+    # FeatureSettings names a network; plotting never loads one
+    parser.set_defaults(run=run_plot, net=options.MODERN_NET, layer=DEFAULT_LAYER)
+    return parser
 
 
-def _add_image_features_parser(commands, shared) -> None:
-    images = commands.add_parser(
-        "image-features", help="extract features from existing PNG/JPEG images",
-        description="Feed existing PNG/JPEG images to the network, each at its own size "
-        "(the networks resize internally), and write one feature vector per image.")
-    required = images.add_argument_group("required options")
-    required.add_argument("-i", required=True, metavar="INPUT",
-                          help="folder with .png/.jpg/.jpeg images (searched recursively, "
-                          "extension case-insensitive) or one image file")
-    _reuse(required, shared, "o")
-    cnn = images.add_argument_group("parameters of the feature extractor CNN")
+def _image_features_parser(parser):
+    _input(parser, "folder with .png/.jpg/.jpeg images (searched recursively, extension "
+           "case-insensitive) or one image file")
+    required = parser.add_argument_group("required options")
+    options.add(required, MODERN, "o", required=True)
+    cnn = parser.add_argument_group("parameters of the feature extractor CNN")
     for dest in ("net", "layer", "batch_size"):
-        _reuse(cnn, shared, dest)
-    labels = images.add_argument_group(
+        options.add(cnn, MODERN, dest)
+    labels = parser.add_argument_group(
         "label information", "by default each image gets the name of its folder as label")
-    _reuse(labels, shared, "l", help="CSV (or .tsv) file with a header; first column the "
-           "image file name with extension, further columns labels")
-    _reuse(labels, shared, "el", help="one explicit label for every image")
-    _reuse(labels, shared, "no_labels")
-    conf = images.add_argument_group("configuration")
-    _reuse(conf, shared, "config")
-    images.set_defaults(run=run_image_features)
+    options.add(labels, MODERN, "l", help="CSV (or .tsv) file with a header; first column "
+                "the image's name, bare or relative to INPUT, further columns labels; only "
+                "the images it names are used")
+    options.add(labels, MODERN, "el", help="one explicit label for every image")
+    options.add(labels, MODERN, "no_labels")
+    options.add(labels, MODERN, "no_timestamps", help="accepted for DeepSpectrum 0.6.x's "
+                "scripts: image features never have timestamps")
+    conf = parser.add_argument_group("configuration")
+    options.add(conf, MODERN, "np", help="accepted for DeepSpectrum 0.6.x's scripts: images "
+                "are read in the process that runs the network")
+    options.add(conf, MODERN, "config")
+    parser.set_defaults(run=run_image_features)
+    return parser
 
 
-def _add_networks_parser(commands, shared) -> None:
-    networks = commands.add_parser(
-        "networks", help="list the networks of the config file, their layers and feature "
-        "sizes", description="List the networks of the config file: model file, whether it "
-        "exists or can be built offline, the default layer, and for usable models every "
-        "layer with its feature size (computed by running the network once).")
-    _reuse(networks, shared, "config")
-    networks.set_defaults(run=run_networks)
+def _networks_parser(parser):
+    options.add(parser, MODERN, "config")
+    parser.set_defaults(run=run_networks)
+    return parser
 
 
 # --- entry point --------------------------------------------------------------------------
@@ -169,36 +172,32 @@ def main(argv: list[str] | None = None) -> int:
         2 for usage errors, 3 when an output cannot be written, 130/143 when interrupted.
     """
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
-    if argv and argv[0] == "features":
-        return _exit_status(lambda: extract_ds_features.main(argv[1:],
-                                                             prog=f"{PROG} features"))
+    split = next((number for number, arg in enumerate(argv) if not arg.startswith("-")),
+                 len(argv))
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        general = parser.parse_args(argv[:split])
     except SystemExit as exc:  # -h, --version and usage errors
         return _system_exit_status(exc)
-    if args.command is None:
+    if split == len(argv):
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: a command is required: features, plot, image-features or "
-              "networks", file=sys.stderr)
+        print(f"{PROG}: error: a command is required: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    name = f"{PROG} {args.command}"
+    command, rest = argv[split], argv[split + 1:]
+    if command not in COMMANDS:
+        reason = NOT_PROVIDED.get(command)
+        if reason is None:
+            close = difflib.get_close_matches(command, list(COMMANDS), n=1)
+            reason = (f"no command {command!r}; the commands are {', '.join(COMMANDS)}"
+                      + (f" (did you mean {close[0]}?)" if close else ""))
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        return 2
     try:
-        with extract_ds_features.sigterm_raises():
-            return args.run(args)
-    except DeepSpectrumError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return exit_status(exc)
-    except (KeyboardInterrupt, extract_ds_features.Terminated) as exc:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 143 if isinstance(exc, extract_ds_features.Terminated) else 130
-
-
-def _exit_status(function: Callable[[], int]) -> int:
-    try:
-        return function()
+        args = command_parser(command).parse_args(rest)
     except SystemExit as exc:
         return _system_exit_status(exc)
+    voice = Voice(f"{PROG} {command}", MODERN, general.verbose)
+    return extract_ds_features.execute(args, voice)
 
 
 def _system_exit_status(exc: SystemExit) -> int:
@@ -218,48 +217,55 @@ class _NoNetwork:
         return np.zeros((len(images), 0), dtype=np.float32)
 
 
-def run_plot(args: argparse.Namespace) -> int:
+def run_plot(args: argparse.Namespace, voice: Voice) -> int:
     """``deepspectrum plot``: build the job (images only, no network), run it, report."""
     from ..audio import find_audio_files
     from ..job import Job
     from ..run import ExtraOutput, run_job
 
     started = time.monotonic()
-    name = f"{PROG} plot"
+    if args.specout is None:
+        raise ParameterError("plot writes its images into -so FOLDER; give it (DeepSpectrum "
+                             "0.6.x wrote nothing without it)")
     config = load_config(args.config)
     settings = extract_ds_features.settings_from_args(args, config)
     files = find_audio_files(args.i)
     if not files:
         raise ParameterError(f"no audio files found in {args.i}")
-    folder = Path(args.o)
+    folder = Path(args.specout)
     if folder.exists() and not folder.is_dir():
-        raise ParameterError(f"-o {folder} is a file; give a folder for the images")
-    extra = (ExtraOutput(figure_dir=folder, figure_format=args.format) if args.labelled
-             else ExtraOutput(spectrogram_dir=folder))
+        raise ParameterError(f"-so {folder} is a file; give a folder for the images")
+    labelled = args.labelled or args.pretty_pdfs
+    extra = (ExtraOutput(figure_dir=folder, wav_dir=_path(args.wavout),
+                         figure_format="pdf" if args.pretty_pdfs else args.format)
+             if labelled else ExtraOutput(spectrogram_dir=folder, wav_dir=_path(args.wavout)))
     job = Job(files, settings, RunOptions(processes=args.np or os.cpu_count() or 1,
                                           renderer=args.renderer),
               root=Path(args.i) if Path(args.i).is_dir() else None, extra=extra,
               config=config)
     images = 0
-    with extract_ds_features.warning_lines(name), \
-            extract_ds_features.Progress(name, len(files), "file") as progress:
+    with Progress(voice, len(files), "file") as progress:
         run = run_job(job, _NoNetwork())
         for result in run:
             progress.update(result)
             images += len(result.timestamps)
     report = run.report
-    kind = "labelled figure" if args.labelled else "image"
-    summary = (f"{name}: {images} {kind}(s) of {len(report.done)} file(s) written to "
-               f"{folder} ({time.monotonic() - started:.1f} s)")
+    kind = "labelled figure" if labelled else "image"
+    summary = (f"{images} {kind}(s) of {len(report.done)} file(s) written to {folder} "
+               f"({time.monotonic() - started:.1f} s)")
     if report.skipped:
         summary += f"; {len(report.skipped)} file(s) skipped"
-    print(summary, file=sys.stderr)
+    voice.say(summary)
     return 1 if report.skipped or not images else 0
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
 
 
 # --- image-features -------------------------------------------------------------------------
 
-def run_image_features(args: argparse.Namespace) -> int:
+def run_image_features(args: argparse.Namespace, voice: Voice) -> int:
     """``deepspectrum image-features``: build the job (pictures in), run it, report."""
     from ..images.loading import find_image_files
     from ..job import Job, Output
@@ -267,22 +273,21 @@ def run_image_features(args: argparse.Namespace) -> int:
     from ..settings import FeatureSettings
 
     started = time.monotonic()
-    name = f"{PROG} image-features"
     config = load_config(args.config)
     entry = config.net(args.net.lower())
     layer = args.layer or entry.default_layer or DEFAULT_LAYER
     files = find_image_files(args.i)
     if not files:
         raise ParameterError(f"no .png, .jpg or .jpeg files found in {args.i}")
+    root = Path(args.i) if Path(args.i).is_dir() else None
+    labels, files = image_labels(args, files, root)
     job = Job(files, FeatureSettings(net=entry.name, layer=layer, size=config.size),
               RunOptions(processes=1, batch_size=args.batch_size),
-              output=Output(args.o, timestamps=False), labels=image_labels(args, files),
-              root=Path(args.i) if Path(args.i).is_dir() else None, config=config,
-              kind="images")
-    with extract_ds_features.warning_lines(name), \
-            extract_ds_features.Progress(name, len(files), "image") as progress:
+              output=Output(args.o, timestamps=False, names="relative"), labels=labels,
+              root=root, config=config, kind="images")
+    with Progress(voice, len(files), "image") as progress:
         def loading():
-            extract_ds_features.announce_loading(name, f"{len(files)} image(s)", entry, layer)
+            voice.announce_loading(f"{len(files)} image(s)", entry, layer)
             progress.start()
 
         run = run_job(job, on_load=loading)
@@ -290,34 +295,32 @@ def run_image_features(args: argparse.Namespace) -> int:
             progress.update(result)
     report = run.report
     if not report.committed:
-        print(f"{name}: no features extracted from {len(files)} image(s); {args.o} not "
-              "written", file=sys.stderr)
+        voice.say(f"no features extracted from {len(files)} image(s); {args.o} not written")
         return 1
-    summary = (f"{name}: {report.rows} feature vectors from {len(report.done)} image(s) "
-               f"written to {args.o} ({time.monotonic() - started:.1f} s)")
+    summary = (f"{report.rows} feature vectors from {len(report.done)} image(s) written to "
+               f"{args.o} ({time.monotonic() - started:.1f} s)")
     if report.skipped:
         summary += f"; {len(report.skipped)} image(s) skipped"
-    print(summary, file=sys.stderr)
+    voice.say(summary)
     return 1 if report.skipped else 0
 
 
-def image_labels(args: argparse.Namespace, files: list[Path]):
-    """The labels ``-l``/``-el``/``--no_labels`` ask for, checked against ``files``.
+def image_labels(args: argparse.Namespace, files: list[Path], root: Path | None):
+    """The labels ``-lf``/``-el``/``-nl`` ask for, and the images to use.
 
-    Returns
-    -------
-    Labels or None
-        Folder names by default; None with ``--no_labels``.
+    With a label file, only the images it names are used (DeepSpectrum 0.6.x); folder
+    names are the labels by default; None with ``-nl``.
     """
     from ..labels import choose_labels
 
-    return choose_labels(files, label_file=args.l, explicit=args.el[0] if args.el else None,
-                         no_labels=args.no_labels)
+    return choose_labels(files, root=root, label_file=args.l,
+                         explicit=args.el[0] if args.el else None, no_labels=args.no_labels,
+                         unlisted="skip")
 
 
 # --- networks -------------------------------------------------------------------------------
 
-def run_networks(args: argparse.Namespace) -> int:
+def run_networks(args: argparse.Namespace, voice: Voice) -> int:
     """``deepspectrum networks``: a table of the networks of deep.conf and their layers."""
     config = load_config(args.config)
     if not config.nets:
