@@ -239,3 +239,17 @@ def test_command_line_on_the_cluster_equals_the_single_run(dist_corpus, small_co
     assert clustered.read_bytes() == single.read_bytes()
     assert (tmp_path / "cluster.arff.json").read_bytes() == \
         (tmp_path / "single.arff.json").read_bytes().replace(b"single.arff", b"cluster.arff")
+
+
+def test_per_file_statistics_on_the_cluster_equal_the_single_run(dist_corpus, small_config,
+                                                                 cluster, tmp_path):
+    from deep_spectrum_extractor.cli.extract_ds_features import main
+
+    args = ["-i", dist_corpus, "-t", "0.5", "0.25", "-net", "small", "-config", small_config,
+            "-batch_size", "5", "--file_statistics"]
+    single, clustered = tmp_path / "single.csv", tmp_path / "cluster.csv"
+    assert main([str(a) for a in [*args, "-o", single, "-np", "1"]]) in (0, 1)
+    assert main([str(a) for a in [*args, "-o", clustered, "-scheduler",
+                                  cluster.scheduler_address]]) in (0, 1)
+    assert clustered.read_bytes() == single.read_bytes()
+    assert single.read_text().splitlines()[0].split(",")[1] == "mean_neuron_0"

@@ -71,6 +71,10 @@ class DeepSpectrum:
     renderer : {'numpy', 'matplotlib'}
     resample : int, optional
         Resample every input to this rate (``-sr``).
+    statistics : bool
+        One row per input instead of one per chunk: the mean, standard deviation,
+        minimum and maximum of every feature over its chunks (``--file_statistics``);
+        the row's ``start`` and ``end`` span all its chunks.
 
     Attributes
     ----------
@@ -91,7 +95,7 @@ class DeepSpectrum:
                  net: str = DEFAULT_NET, layer: str | None = None,
                  config: str | os.PathLike | None = None, processes: int = 1,
                  batch_size: int = DEFAULT_BATCH_SIZE, renderer: str = DEFAULT_RENDERER,
-                 resample: int | None = None):
+                 resample: int | None = None, statistics: bool = False):
         self._network = None
         deep_config = load_config(config)
         self.settings = _feature_settings(
@@ -99,6 +103,7 @@ class DeepSpectrum:
             mode=mode, scale=scale, ylim=ylim, delta=delta, nmel=nmel, nfft=nfft, cmap=cmap,
             sample_rate=resample)
         self.options = RunOptions(processes=processes, batch_size=batch_size, renderer=renderer)
+        self.statistics = bool(statistics)
         if renderer == "numpy":
             from .images.render import verify_renderer
 
@@ -154,12 +159,13 @@ class DeepSpectrum:
         network = self._open_network()
         if not sources:
             return
-        results = iter(run_job(Job(sources, self.settings, self.options), network))
+        job = Job(sources, self.settings, self.options, statistics=self.statistics)
+        results = iter(run_job(job, network))
         with contextlib.closing(results):  # stopped early: the workers stop too
             for result in results:
                 failure = _failure(result)
                 if failure is None:
-                    yield _frame(result, self.settings)
+                    yield _frame(result, self.settings, self.statistics)
                 elif errors == "raise":
                     raise AudioError(failure)
 
@@ -229,7 +235,7 @@ def _failure(result) -> str | None:
     return None
 
 
-def _frame(result, settings: FeatureSettings) -> pd.DataFrame:
+def _frame(result, settings: FeatureSettings, statistics: bool = False) -> pd.DataFrame:
     """One input's rows as a DataFrame indexed by ``(file, start, end)`` in seconds."""
     import pandas as pd
 
@@ -238,7 +244,9 @@ def _frame(result, settings: FeatureSettings) -> pd.DataFrame:
     ends = [first + seconds for first, seconds in zip(starts, result.durations)]
     index = pd.MultiIndex.from_arrays([[str(result.path)] * len(starts), starts, ends],
                                       names=INDEX_NAMES)
-    columns = [f"neuron_{i}" for i in range(result.features.shape[1])]
+    from .output.writers import feature_names
+
+    columns = feature_names(result.features.shape[1], statistics=statistics)
     return pd.DataFrame(result.features, index=index, columns=columns)
 
 
@@ -304,7 +312,7 @@ def iter_extract(inputs, *, sample_rate: int | None = None, errors: str = "raise
     **settings
         The keyword settings of :class:`DeepSpectrum` (window, hop, start, end, mode,
         scale, ylim, delta, nmel, nfft, cmap, net, layer, config, processes, batch_size,
-        renderer, resample).
+        renderer, resample, statistics).
 
     Yields
     ------

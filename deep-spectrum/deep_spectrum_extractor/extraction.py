@@ -18,6 +18,7 @@ every setting that changes the features and the network file's SHA-256.
 from __future__ import annotations
 
 import collections
+import glob
 import hashlib
 import json
 import os
@@ -42,6 +43,11 @@ LIBRARIES = ("numpy", "scipy", "librosa", "soundfile", "matplotlib", "tensorflow
 
 def journal_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.journal")
+
+
+def statistics_path(journal: Path, position: int) -> Path:
+    """Where a checkpoint at ``position`` keeps the statistics of open inputs."""
+    return journal.with_name(f"{journal.name}.{position}.npz")
 
 
 def file_sha256(path: Path) -> str:
@@ -110,7 +116,10 @@ def job_record(job, model) -> dict:
     """The provenance of a job's output (:func:`provenance`; for pictures, the network
     and batch size only)."""
     if job.kind == "audio":
-        return provenance(job.settings, job.options, model.path, model.sha256)
+        record = provenance(job.settings, job.options, model.path, model.sha256)
+        if job.statistics:
+            record["settings"]["file_statistics"] = True
+        return record
     return {"tool": f"deep-spectrum {__version__}",
             "settings": {"input": "images", "net": job.settings.net,
                          "layer": job.settings.layer, "batch_size": job.options.batch_size},
@@ -132,7 +141,7 @@ class FeatureFile:
         self.job, self.report, self.path = job, report, output.path
         self.record = job_record(job, model)
         self.labels = job.labels
-        self.timestamps = output.timestamps and job.settings.chunked
+        self.timestamps = output.timestamps and job.settings.chunked and not job.statistics
         files = job.inputs
         self.keys = [str(Path(path).relative_to(job.root)) if job.root is not None
                      else display_path(path).name for path in files]
@@ -140,13 +149,14 @@ class FeatureFile:
             "provenance": self.record, "timestamps": self.timestamps,
             "labels": ([[a.name, a.values] for a in self.labels.attributes]
                        if self.labels else None),
-            "names": output.names, "files": self.keys}))
+            "names": output.names, "statistics": job.statistics, "files": self.keys}))
         self.journal = journal_path(output.path)
         self.state = None
         if output.resume and self.journal.exists() and part_path(output.path).exists():
             self.state = _resume_state(self.journal, self.fingerprint, files,
                                        part_path(output.path), report)
         self.drops = self.state.drops if self.state else None
+        self.accumulators = self.state.accumulators if self.state else []
         self._log = self._background = self._writer = self._driver = None
 
     def begin(self, driver) -> Walk:
@@ -160,8 +170,8 @@ class FeatureFile:
             output, timestamps=self.timestamps,
             labels=self.labels.attributes if self.labels else None, record=self.record,
             comments=provenance_comments(self.record),
-            resume_offset=state.offset if state else None,
-            resume_rows=state.rows if state else 0)
+            resume=(state.offset, state.rows) if state else None,
+            statistics=self.job.statistics)
         self._driver = driver
         with output_errors(output):
             self._log = open(self.journal, "a", encoding="utf-8")
@@ -200,6 +210,8 @@ class FeatureFile:
             report.committed = True
         with output_errors(self.path):
             self.journal.unlink(missing_ok=True)
+            for path in self.journal.parent.glob(f"{glob.escape(self.journal.name)}.*.npz"):
+                path.unlink(missing_ok=True)
         write_sidecar(self.path, self.record, report)
 
     def abort(self) -> None:
@@ -240,6 +252,7 @@ class _ResumeState:
     rows: int
     open_input: list | None   # [input, offset, rows, header written, fingerprint]
     drops: list
+    accumulators: list        # statistics of the inputs open at the checkpoint
 
 
 def _resume_state(journal: Path, fingerprint: dict, files: tuple, part: Path,
@@ -276,10 +289,23 @@ def _resume_state(journal: Path, fingerprint: dict, files: tuple, part: Path,
         opened = entry.get("open")
         if opened is not None and not unchanged(opened[0], opened[4]):
             changed.append(opened[0])
+        statistics = entry.get("statistics") or {"file": None, "inputs": []}
+        changed += [index for index, recorded in statistics["inputs"]
+                    if not unchanged(index, recorded)]
         if changed:
             note = (f"{display_path(files[min(changed)]).name} changed after it was "
                     "processed; the run goes on from it")
             continue
+        accumulators = []
+        if statistics["file"]:
+            from .run.statistics import load_accumulators
+
+            try:
+                accumulators = load_accumulators(journal.with_name(statistics["file"]))
+            except (OSError, ValueError, KeyError):
+                note = (f"the statistics kept at position {entry['checkpoint']} are missing "
+                        "or damaged; the run goes on from an earlier point")
+                continue
         for index in range(entry["next_input"]):
             path, error = display_path(files[index]), done[index]["error"]
             if error is None:
@@ -291,7 +317,7 @@ def _resume_state(journal: Path, fingerprint: dict, files: tuple, part: Path,
         lines = [json.dumps({"fingerprint": previous})]
         lines += [json.dumps(line) for line in entries[:number + 1]]
         return _ResumeState(lines, entry["checkpoint"], entry["next_input"], entry["offset"],
-                            entry["rows"], opened, entry["drops"])
+                            entry["rows"], opened, entry["drops"], accumulators)
     report.resume_note = note
     return None
 
@@ -318,6 +344,8 @@ class _WriterThread:
         self._names = job.row_names()
         self._max_rows = max_rows
         self._open = open_input       # [input, offset, rows, header, fingerprint] being written
+        self._fingerprints: dict[int, dict | None] = {}  # inputs with statistics open
+        self._saved: list[Path] = []  # statistics files of the last checkpoints
         self._held: list = []         # rows of the open input (a writer that cannot stream)
         self._items: collections.deque = collections.deque()
         self._waiting_rows = 0
@@ -399,9 +427,32 @@ class _WriterThread:
             offset = self._writer.flush()
             if not self._writer.streams:
                 return  # binary outputs cannot be resumed
-            self._journal({"checkpoint": checkpoint.position, "next_input": checkpoint.next_input,
-                           "offset": offset, "rows": self._writer.rows, "open": self._open,
-                           "drops": drops})
+            entry = {"checkpoint": checkpoint.position, "next_input": checkpoint.next_input,
+                     "offset": offset, "rows": self._writer.rows, "open": self._open,
+                     "drops": drops}
+            accumulators = getattr(checkpoint, "accumulators", None)
+            if accumulators is not None:
+                entry["statistics"] = self._save_statistics(checkpoint.position, accumulators)
+            self._journal(entry)
+
+    def _save_statistics(self, position: int, accumulators: list) -> dict:
+        """Keep the per-input statistics of the inputs still open at a checkpoint in a
+        file of their own (the journal names it); only the last two are kept."""
+        from .run.statistics import save_accumulators
+
+        if not accumulators:
+            return {"file": None, "inputs": []}
+        path = statistics_path(Path(self._log.name), position)
+        save_accumulators(path, accumulators)
+        self._saved.append(path)
+        while len(self._saved) > 2:
+            self._saved.pop(0).unlink(missing_ok=True)
+        inputs = []
+        for item in accumulators:
+            if item.index not in self._fingerprints:
+                self._fingerprints[item.index] = input_fingerprint(self._files[item.index])
+            inputs.append([item.index, self._fingerprints[item.index]])
+        return {"file": path.name, "inputs": inputs}
 
     def _writer_mark(self) -> tuple:
         return self._writer.mark() if self._writer.streams else (0, 0, False)
@@ -439,8 +490,9 @@ def _check_same_job(previous: dict, current: dict, journal: Path) -> None:
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
                 differences.append(f"{section} {key}: {old.get(key)} -> {new.get(key)}")
-    for key in ("timestamps", "labels", "names", "files"):
-        if previous.get(key, "file") != current.get(key, "file"):
+    for key, default in (("timestamps", None), ("labels", None), ("names", "file"),
+                         ("statistics", False), ("files", None)):
+        if previous.get(key, default) != current.get(key, default):
             differences.append(f"{key} differ" if key != "files" else "the input files differ")
     if differences:
         raise ParameterError("cannot resume: the interrupted run used other settings ("

@@ -142,6 +142,10 @@ class Job:
     model : Path, optional
         A model file to use instead of the one ``config`` names for ``settings.net``.
     kind : {'audio', 'images'}
+    statistics : bool
+        One row per input instead of one per chunk: the mean, standard deviation,
+        minimum and maximum of every feature over the input's chunks
+        (:mod:`~deep_spectrum_extractor.run.statistics`).
     """
 
     inputs: tuple
@@ -156,6 +160,7 @@ class Job:
     config: DeepConfig | None = None
     model: Path | None = None
     kind: str = "audio"
+    statistics: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -177,6 +182,12 @@ class Job:
             warnings.warn(f"-t {settings.window} {settings.hop}: the hop is longer than the "
                           f"window, so {settings.hop - settings.window} s after every window "
                           "are never seen", DeepSpectrumWarning, stacklevel=2)
+        if self.statistics and self.kind == "images":
+            raise ParameterError("per-file statistics summarise the chunks of a recording; "
+                                 "pictures have one feature vector each")
+        if self.statistics and self.labels is not None and self.labels.time_continuous:
+            raise ParameterError("time-continuous labels (--tc) label each chunk; per-file "
+                                 "statistics write one row per file")
         if self.output is not None:
             self._check_output(self.output)
         if self.labels is not None:

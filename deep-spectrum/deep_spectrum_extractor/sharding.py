@@ -152,7 +152,7 @@ def _job_fingerprint(job, plan, record: dict, timestamps: bool) -> dict:
     return json.loads(json.dumps({  # as it reads back from the record
         "provenance": record, "timestamps": timestamps,
         "labels": [[a.name, a.values] for a in labels.attributes] if labels else None,
-        "names": job.output.names,
+        "names": job.output.names, "statistics": job.statistics,
         "files": {"count": len(keys),
                   "sha256": hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()},
         "chunks": plan.end}))
@@ -185,7 +185,8 @@ class ShardFile:
 
         self.job, self.report = job, report
         self.record = job_record(job, model)
-        self.timestamps = job.output.timestamps and job.settings.chunked
+        self.timestamps = (job.output.timestamps and job.settings.chunked
+                           and not job.statistics)
         self.path = job.output.target
         self._names = job.row_names()
         self._writer = None
@@ -205,17 +206,26 @@ class ShardFile:
         self._owned = range(bisect.bisect_left(plan.starts, begin, hi=inputs),
                             inputs if index == count else
                             bisect.bisect_left(plan.starts, end, hi=inputs))
+        if self.job.statistics:  # walk every chunk of the inputs it owns, and only those
+            size, owned = plan.batch_size, self._owned
+            first, last = plan.starts[owned.start], plan.starts[owned.stop]
+            begin, end = (first // size * size, min(-(-last // size) * size, plan.end)) \
+                if owned else (begin, begin)
+            self.report.positions = (begin, end)
         labels = self.job.labels
         self._writer = open_writer(self.path, timestamps=self.timestamps,
                                    labels=labels.attributes if labels else None,
                                    record=self.record,
-                                   comments=provenance_comments(self.record))
+                                   comments=provenance_comments(self.record),
+                                   statistics=self.job.statistics)
         return Walk(begin, end, replan=False)
 
     def take(self, event) -> FileFeatures | None:
         job = self.job
         if isinstance(event, Rows):
             rows = event.rows
+            if job.statistics and rows.index not in self._owned:
+                return None  # another shard has all of its chunks
             if not self._header:
                 self._writer.write("", [], rows.features[:0])  # the header alone
                 self._header = self._writer.flush()
@@ -293,6 +303,7 @@ def _differences(first: dict, other: dict) -> list[str]:
         differences.append(f"tool: {first['provenance'].get('tool')} vs "
                            f"{other['provenance'].get('tool')}")
     for key, what in (("timestamps", "timestamps"), ("labels", "labels"), ("names", "names"),
+                      ("statistics", "per-file statistics"),
                       ("files", "the input files"), ("chunks", "the number of chunks")):
         if first.get(key) != other.get(key):
             differences.append(f"{what} differ")

@@ -153,7 +153,7 @@ def job_from_args(args: argparse.Namespace):
         extra=ExtraOutput(Path(args.specout) if args.specout else None,
                           Path(args.wavout) if args.wavout else None),
         cluster=Cluster(args.scheduler) if args.scheduler else None,
-        stop_on_error=args.stop_on_error, config=config)
+        stop_on_error=args.stop_on_error, config=config, statistics=args.statistics)
 
 
 def run(args: argparse.Namespace, voice: Voice) -> int:

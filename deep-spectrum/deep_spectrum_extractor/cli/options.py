@@ -150,6 +150,10 @@ _OPTIONS = [
     Option("skip_unlabelled", ("--skip_unlabelled",), (), dict(
         action="store_true", help="with a label file, leave out the input files it does not "
         "name (and say how many) instead of stopping")),
+    Option("statistics", ("--file_statistics",), ("--file-statistics",), dict(
+        action="store_true", help="one row per input file instead of one per chunk: the "
+        "mean, standard deviation, minimum and maximum of every feature over the file's "
+        "chunks (columns mean_neuron_0 ... std_... min_... max_...)")),
     # side outputs
     Option("specout", ("-specout",), ("-so", "--spectrogram-out"), dict(
         default=None, metavar="FOLDER",
@@ -192,6 +196,7 @@ GROUPS = {
                                       "cmap", "renderer"),
     "parameters of the feature extractor CNN": ("net", "layer", "batch_size"),
     "label information": ("l", "tc", "el", "no_timestamps", "no_labels", "skip_unlabelled"),
+    "one row per file": ("statistics",),
     "additional output": ("specout", "wavout"),
     "configuration": ("np", "scheduler", "shard", "resume", "stop_on_error", "config"),
 }

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..labels import LabelAttribute
 from .guard import output_errors
-from .writers import OutputFile, printable_name
+from .writers import OutputFile, feature_names, printable_name
 
 
 class _BinaryWriter(OutputFile):
@@ -33,8 +33,10 @@ class _BinaryWriter(OutputFile):
     streams = False  # rows cannot be taken back: they come when an input is complete
 
     def __init__(self, path: str | os.PathLike, *, timestamps: bool,
-                 labels: list[LabelAttribute] | None, record: dict | None = None):
+                 labels: list[LabelAttribute] | None, record: dict | None = None,
+                 statistics: bool = False):
         self.timestamps = timestamps
+        self.statistics = statistics
         self.labels = labels or []
         self.record = record or {}
         self.rows = 0
@@ -72,8 +74,9 @@ class ParquetFeatureWriter(_BinaryWriter):
         columns = {"name": pa.array([name] * len(features), pa.string())}
         if self.timestamps:
             columns["timeStamp"] = pa.array([float(t) for t in timestamps], pa.float64())
-        for index in range(features.shape[1]):
-            columns[f"neuron_{index}"] = pa.array(features[:, index], pa.float32())
+        names = feature_names(features.shape[1], statistics=self.statistics)
+        for index, column in enumerate(names):
+            columns[column] = pa.array(features[:, index], pa.float32())
         for position, attribute in enumerate(self.labels):
             columns[attribute.name] = pa.array(
                 self._label_column(attribute, [row[position] for row in labels]))
@@ -119,6 +122,8 @@ class NumpyFeatureWriter(_BinaryWriter):
                   "provenance": np.array(json.dumps(self.record))}
         if self.timestamps:
             arrays["timeStamp"] = np.array(self._times, dtype=np.float64)
+        if self.statistics:  # which statistic of which neuron each column holds
+            arrays["columns"] = np.array(feature_names(self._width, statistics=True), dtype=str)
         for attribute, values in zip(self.labels, self._labels):
             arrays[f"label_{attribute.name}"] = self._label_column(attribute, values)
         with open(self.part, "wb") as handle:

@@ -62,10 +62,20 @@ def printable_name(name: str) -> str:
         return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def feature_names(n_features: int, *, statistics: bool = False) -> list[str]:
+    """The feature columns: ``neuron_0 ...``, or for per-input statistics (a quarter of
+    the values each) ``mean_neuron_0 ... std_... min_... max_...``."""
+    if statistics:
+        from ..run.statistics import statistics_names
+
+        return statistics_names(n_features // 4)
+    return [f"neuron_{index}" for index in range(n_features)]
+
+
 def attribute_names(n_features: int, *, timestamps: bool,
-                    labels: list[LabelAttribute] | None) -> list[str]:
+                    labels: list[LabelAttribute] | None, statistics: bool = False) -> list[str]:
     names = ["name"] + (["timeStamp"] if timestamps else [])
-    names += [f"neuron_{index}" for index in range(n_features)]
+    names += feature_names(n_features, statistics=statistics)
     return names + [attribute.name for attribute in labels or []]
 
 
@@ -190,9 +200,11 @@ class FeatureWriter(OutputFile):
 
     def __init__(self, path: str | os.PathLike, *, timestamps: bool,
                  labels: list[LabelAttribute] | None, comments: list[str] = (),
-                 resume_offset: int | None = None, resume_rows: int = 0):
+                 resume_offset: int | None = None, resume_rows: int = 0,
+                 statistics: bool = False):
         self.arff = Path(path).suffix.lower() == ".arff"
         self.timestamps = timestamps
+        self.statistics = statistics
         self.labels = labels
         self.comments = list(comments)
         self._resume_offset, self.rows = resume_offset, resume_rows
@@ -209,7 +221,8 @@ class FeatureWriter(OutputFile):
             self._file = open(self.part, "a", encoding="utf-8", newline="")
 
     def _write_header(self, n_features: int) -> None:
-        names = attribute_names(n_features, timestamps=self.timestamps, labels=self.labels)
+        names = attribute_names(n_features, timestamps=self.timestamps, labels=self.labels,
+                                statistics=self.statistics)
         if not self.arff:
             self._file.write(",".join(_csv_field(name) for name in names) + "\n")
             return
@@ -218,7 +231,8 @@ class FeatureWriter(OutputFile):
         lines.append("@attribute name string")
         if self.timestamps:
             lines.append("@attribute timeStamp numeric")
-        lines += [f"@attribute neuron_{index} numeric" for index in range(n_features)]
+        lines += [f"@attribute {name} numeric"
+                  for name in feature_names(n_features, statistics=self.statistics)]
         for attribute in self.labels or []:
             kind = "numeric" if attribute.numeric else \
                 "{" + ",".join(arff_quote(value) for value in attribute.values) + "}"
@@ -308,19 +322,23 @@ BINARY_FORMATS = (".parquet", ".npz")
 
 def open_writer(path: str | os.PathLike, *, timestamps: bool,
                 labels: list[LabelAttribute] | None, record: dict | None = None,
-                comments: list[str] = (), resume_offset: int | None = None,
-                resume_rows: int = 0):
+                comments: list[str] = (), resume: tuple[int, int] | None = None,
+                statistics: bool = False):
     """A writer for ``path`` chosen by its extension.
 
     ``.arff``: ARFF (with ``comments`` as ``%`` lines), ``.parquet``: Parquet, ``.npz``:
-    NumPy, anything else: CSV.  Only ARFF and CSV can continue a part file.
+    NumPy, anything else: CSV.  Only ARFF and CSV can continue a part file (``resume``:
+    the bytes and rows to keep).  ``statistics``: the rows hold per-input statistics
+    (:func:`feature_names`).
     """
     suffix = Path(path).suffix.lower()
     if suffix in BINARY_FORMATS:
         from .tables import NumpyFeatureWriter, ParquetFeatureWriter
 
         cls = ParquetFeatureWriter if suffix == ".parquet" else NumpyFeatureWriter
-        return cls(path, timestamps=timestamps, labels=labels, record=record)
+        return cls(path, timestamps=timestamps, labels=labels, record=record,
+                   statistics=statistics)
+    offset, rows = resume if resume else (None, 0)
     return FeatureWriter(path, timestamps=timestamps, labels=labels,
                          comments=comments if suffix == ".arff" else (),
-                         resume_offset=resume_offset, resume_rows=resume_rows)
+                         resume_offset=offset, resume_rows=rows, statistics=statistics)

@@ -130,6 +130,10 @@ class Run:
             if job.cluster is not None:
                 walk = dataclasses.replace(walk, batches_per_job=job.cluster.batches_per_task)
             events = driver.walk(walk) if driver is not None else _image_events(job, network)
+            if job.statistics:
+                from .statistics import PerInput
+
+                events = PerInput(job.settings, getattr(sink, "accumulators", ())).events(events)
             for event in events:
                 result = sink.take(event)
                 if result is None:
