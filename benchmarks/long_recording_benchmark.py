@@ -32,10 +32,10 @@ reading the libraries from disk.  Wall times include each run's start-up (Tensor
 the graph, the workers), which cancels out of the marginal times.
 
 ``--scale`` multiplies every length (``--scale 0.02`` checks the script in a few
-minutes, though its times are then mostly start-up and noise); ``--work DIR`` keeps the recordings and graphs for later runs (by default a
-temporary folder, deleted at the end); ``--only`` picks cases (repeatable or a comma
-list).  At full size the runs take well over 20 minutes and the stereo run needs
-several GB of memory.
+minutes, though its times are then mostly start-up and noise); ``--work DIR`` keeps the
+recordings and graphs for later runs (by default a temporary folder, deleted at the
+end); ``--only`` picks cases (repeatable or a comma list). At full size the runs take
+about ten minutes on two cores and the stereo run needs several GB of memory.
 """
 from __future__ import annotations
 

@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deep-spectrum"))
 
-from deep_spectrum_extractor.images.plotting import plot_matrix  # noqa: E402
-from deep_spectrum_extractor.images.render import render_matrix  # noqa: E402
-from deep_spectrum_extractor.images.spectral import spectral_matrix  # noqa: E402
+from deep_spectrum_extractor.images.plotting import plot_matrix
+from deep_spectrum_extractor.images.render import render_matrix
+from deep_spectrum_extractor.images.spectral import spectral_matrix
 
 CASES = (("spectrogram", "linear"), ("spectrogram", "log"), ("mel", "mel"),
          ("chroma", "chroma"))
@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         if not np.array_equal(fast, plot_matrix(matrix, **kwargs)):
             print(f"{mode}/{scale}: render_matrix differs from plot_matrix", file=sys.stderr)
             return 1
-        slow = per_call_seconds(lambda: plot_matrix(matrix, **kwargs), max(args.repeats // 10, 1))
-        warm = per_call_seconds(lambda: render_matrix(matrix, **kwargs), args.repeats)
+        slow = per_call_seconds(lambda m=matrix, k=kwargs: plot_matrix(m, **k),
+                                max(args.repeats // 10, 1))
+        warm = per_call_seconds(lambda m=matrix, k=kwargs: render_matrix(m, **k), args.repeats)
         shape = "x".join(map(str, matrix.shape))
         print(f"{mode + '/' + scale:22s} {shape:>9s} {slow * 1e3:9.2f} ms {cold * 1e3:11.2f} ms "
               f"{warm * 1e3:11.3f} ms {slow / warm:6.0f}x")

@@ -218,7 +218,7 @@ class KerasNetwork:
 
     def preprocess_input(self):
         """The module's own ``preprocess_input`` function (imports Keras)."""
-        return getattr(self.module_object(), "preprocess_input")
+        return self.module_object().preprocess_input
 
     def module_object(self):
         """The ``keras.applications`` submodule (imports Keras)."""
@@ -402,7 +402,7 @@ def build_application_graph(network: str, *, weights: str | os.PathLike | None =
     constructor = spec.constructor()
     try:
         model = constructor(weights=None if weights is None else str(weights))
-    except Exception as exc:  # noqa: BLE001 - Keras raises bare Exception for failed downloads
+    except Exception as exc:  # Keras raises bare Exception for failed downloads
         if weights == IMAGENET:
             raise KerasExportError(
                 f"cannot get the ImageNet weights of {spec.name} ({exc}); without network "
@@ -478,7 +478,7 @@ def build_model_file_graph(path: str | os.PathLike, *, network: str | None = Non
     keras = _keras()
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+    except Exception as exc:  # Keras raises many types for bad files
         raise KerasExportError(f"cannot load the Keras model file {path}: {exc}") from exc
     model_size = _model_input_size(model, path)
     if input_size is None:

@@ -188,7 +188,7 @@ def forward(bgr, weights: dict) -> dict:
     w64 = {name: (np.float64(w), np.float64(b)) for name, (w, b) in weights.items()}
     blobs = {}
     x = np.asarray(bgr, dtype=np.float64)
-    for name, (kernel, stride, pad, group) in CONV.items():
+    for name, (_kernel, stride, pad, group) in CONV.items():
         x = relu(conv2d(x, *w64[name], stride=stride, pad=pad, group=group))
         blobs[name] = x
         if name in ("conv1", "conv2"):

@@ -160,7 +160,8 @@ def test_features_equals_extract_ds_features_with_0_6_names(tmp_path, corpus, sm
     err = capsys.readouterr().err
     first, last = err.splitlines()[0], err.splitlines()[-1]
     assert first.startswith("deepspectrum features: 4 audio file(s); loading small")
-    assert "layer 'fc9' is not in small.pb" in last and last.startswith("deepspectrum features: error")
+    assert "layer 'fc9' is not in small.pb" in last
+    assert last.startswith("deepspectrum features: error")
     assert ds("features", "-h") == 0
     assert "usage: deepspectrum features" in capsys.readouterr().out
     assert ds("features") == 2  # INPUT and -o are required

@@ -41,7 +41,7 @@ DOWNLOADERS = [
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the http.server API
+    def do_GET(self):  # the http.server API
         server = self.server
         byte_range = self.headers.get("Range")
         server.requests.append((self.path, byte_range))

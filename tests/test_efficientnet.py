@@ -4,17 +4,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deep-spectrum"))
 
-import importlib.util  # noqa: E402
+import importlib.util
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from skimage import data  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
+from skimage import data
 
-from deep_spectrum_extractor.backend import efficientnet  # noqa: E402
-from deep_spectrum_extractor.backend.convention import (  # noqa: E402
+from deep_spectrum_extractor.backend import efficientnet
+from deep_spectrum_extractor.backend.convention import (
     IMPORT_PREFIX, INPUT_NAME, layer_names)
-from deep_spectrum_extractor.errors import ModelError  # noqa: E402
+from deep_spectrum_extractor.errors import ModelError
 
 v1 = tf.compat.v1
 
@@ -80,7 +80,8 @@ def test_shapes_pool_and_classifier(session, state_dict):
     assert pool.shape == (2, 1280)
     assert logits.shape == (2, 1000)
     assert stem.min() >= 0 and stem.max() <= 6 and head.min() >= 0 and head.max() <= 6  # ReLU6
-    np.testing.assert_allclose(pool, head.astype(np.float64).mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pool, head.astype(np.float64).mean(axis=(1, 2)), rtol=1e-5,
+                               atol=1e-5)
     expected = pool.astype(np.float64) @ state_dict["_fc.weight"].T.astype(np.float64) \
         + state_dict["_fc.bias"]
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
@@ -122,7 +123,8 @@ def conv_np(x, weight, stride, padding, *, depthwise=False):
     out = 0.0
     for dy in range(k):
         for dx in range(k):
-            patch = x[dy:dy + stride * (out_h - 1) + 1:stride, dx:dx + stride * (out_w - 1) + 1:stride]
+            patch = x[dy:dy + stride * (out_h - 1) + 1:stride,
+                      dx:dx + stride * (out_w - 1) + 1:stride]
             tap = weight[:, :, dy, dx].astype(np.float64)
             out = out + (patch * tap[:, 0] if depthwise else patch @ tap.T)
     return out
@@ -246,7 +248,8 @@ def test_weights_path_points_into_the_installed_package():
 
 @pytest.mark.parametrize("change, match", [
     (lambda s: s.pop("_blocks.7._depthwise_conv.weight"), "_blocks.7._depthwise_conv.weight"),
-    (lambda s: s.__setitem__("_fc.bias", np.zeros(999, np.float32)), r"'_fc.bias' has shape \(999,\)"),
+    (lambda s: s.__setitem__("_fc.bias", np.zeros(999, np.float32)),
+     r"'_fc.bias' has shape \(999,\)"),
 ])
 def test_bad_state_dict_is_reported(state_dict, change, match):
     broken = dict(state_dict)

@@ -71,7 +71,7 @@ def exact():
     if differences:
         warnings.warn(f"tests/golden was recorded on another kind of machine "
                       f"({', '.join(differences)} differ): feature values are compared "
-                      f"with rtol={RTOL}, not exactly")
+                      f"with rtol={RTOL}, not exactly", stacklevel=2)
     return not differences
 
 

@@ -117,7 +117,7 @@ def test_const_declaring_a_huge_shape_is_refused_before_import(tmp_path, monkeyp
     message = refusal(tmp_path, monkeypatch, graph_def)
     assert "model file " in message and "huge.pb is refused: node 'big' (Const) declares " \
         "4.4 TB, more than this machine's " in message
-    assert message.endswith(" GB of memory") or message.endswith(" TB of memory")
+    assert message.endswith((" GB of memory", " TB of memory"))
 
 
 def test_const_whose_content_disagrees_with_its_shape_is_refused(tmp_path, monkeypatch):

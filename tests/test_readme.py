@@ -1,7 +1,6 @@
 """The README's Python examples run, and print what their comments say."""
 import contextlib
 import io
-import os
 import re
 from pathlib import Path
 

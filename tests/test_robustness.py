@@ -80,7 +80,8 @@ def test_bad_files_are_skipped_and_the_rest_is_unchanged(tmp_path, small_config,
     assert f"3 file(s) written to {out}" in err or "from 3 file(s)" in err
     assert f"{len(reasons)} file(s) skipped" in err
     sidecar = json.loads((tmp_path / "mixed.arff.json").read_text())
-    skipped = {Path(entry["file"]).name: entry["reason"] for entry in sidecar["summary"]["files_skipped"]}
+    skipped = {Path(entry["file"]).name: entry["reason"]
+               for entry in sidecar["summary"]["files_skipped"]}
     assert set(skipped) == set(reasons)
     assert sidecar["summary"]["files_done"] == 3
 

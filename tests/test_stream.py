@@ -415,7 +415,8 @@ def test_nan_in_the_scanned_ends_is_refused_on_opening(tmp_path):
         bad[position, 1] = np.inf if position % 2 else np.nan
         path = tmp_path / "bad.wav"
         soundfile.write(path, bad, 16000, subtype="DOUBLE")
-        assert error_of(lambda: AudioStream(path)) == error_of(lambda: read_audio(path))
+        assert error_of(lambda path=path: AudioStream(path)) == \
+            error_of(lambda path=path: read_audio(path))
     memory = InMemoryAudio("m", bad, 16000)
     assert error_of(lambda: AudioStream(memory)) == error_of(lambda: read_audio(memory))
 
@@ -430,9 +431,9 @@ def test_all_zero_audio_is_refused(tmp_path):
     for name, (data, options) in cases.items():
         path = tmp_path / name
         soundfile.write(path, data, 16000, **options)
-        message = error_of(lambda: read_audio(path))
+        message = error_of(lambda path=path: read_audio(path))
         assert "silence" in message
-        assert error_of(lambda: AudioStream(path, block_frames=1000)) == message
+        assert error_of(lambda path=path: AudioStream(path, block_frames=1000)) == message
     memory = InMemoryAudio("m", cancel, 16000)
     assert error_of(lambda: AudioStream(memory)) == error_of(lambda: read_audio(memory))
 
@@ -449,8 +450,8 @@ def test_unreadable_inputs_are_refused_as_read_audio_refuses_them(tmp_path):
              "missing.wav"]
     for name in names:
         path = tmp_path / name
-        message = error_of(lambda: read_audio(path))
-        assert error_of(lambda: AudioStream(path)) == message, name
+        message = error_of(lambda path=path: read_audio(path))
+        assert error_of(lambda path=path: AudioStream(path)) == message, name
     memory = InMemoryAudio("m", np.zeros((0, 2)), 16000)
     assert error_of(lambda: AudioStream(memory)) == error_of(lambda: read_audio(memory))
     memory = InMemoryAudio("m", np.ones((3, 2, 2)), 16000)
@@ -470,7 +471,7 @@ def test_truncated_files_give_what_read_audio_gives(tmp_path, ext, options):
         try:
             signal, _ = read_audio(path)
         except AudioError as exc:
-            assert error_of(lambda: AudioStream(path, block_frames=4096)) == str(exc)
+            assert error_of(lambda path=path: AudioStream(path, block_frames=4096)) == str(exc)
             continue
         stream = AudioStream(path, block_frames=4096)
         assert stream.length == len(signal)

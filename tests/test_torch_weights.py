@@ -1,22 +1,23 @@
-"""Reading PyTorch state dicts without torch: the real weights, handcrafted files, hostile pickles."""
+"""Reading PyTorch state dicts without torch: the real weights, handcrafted files, hostile
+pickles."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deep-spectrum"))
 
-import builtins  # noqa: E402
-import pickle  # noqa: E402
-import shlex  # noqa: E402
-import struct  # noqa: E402
-import zipfile  # noqa: E402
+import builtins
+import pickle
+import shlex
+import struct
+import zipfile
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from deep_spectrum_extractor.backend import torch_weights  # noqa: E402
-from deep_spectrum_extractor.backend.efficientnet import weights_path  # noqa: E402
-from deep_spectrum_extractor.backend.torch_weights import read_state_dict  # noqa: E402
-from deep_spectrum_extractor.errors import ModelError  # noqa: E402
+from deep_spectrum_extractor.backend import torch_weights
+from deep_spectrum_extractor.backend.efficientnet import weights_path
+from deep_spectrum_extractor.backend.torch_weights import read_state_dict
+from deep_spectrum_extractor.errors import ModelError
 
 # ---------------------------------------------------------------------------
 # A tiny pickle writer: protocol-2 opcodes, written by hand because the globals a
@@ -118,8 +119,8 @@ def legacy_file(path: Path, names, *, body: bytes | None = None, header=None,
     blobs = b""
     for key in keys:
         values = STORAGES[key][1]
-        blobs += (storage_bytes or {}).get(
-            key, struct.pack("<q", values.size) + values.astype(values.dtype.newbyteorder("<")).tobytes())
+        little = values.astype(values.dtype.newbyteorder("<"))
+        blobs += (storage_bytes or {}).get(key, struct.pack("<q", values.size) + little.tobytes())
     path.write_bytes(b"".join(header) + body + pickle.dumps(keys, protocol=2) + blobs)
     return path
 

@@ -2,10 +2,11 @@
 
 A :class:`~deep_spectrum_extractor.job.Job` with a
 :class:`~deep_spectrum_extractor.job.Cluster` gives the same results as on one machine,
-in input order, but the drawing and the network run on the workers of a ``dask.distributed`` cluster: a local
-one, one started by ``dask-scheduler``/``dask-worker`` on a few machines, one on SLURM,
-PBS or SGE through ``dask-jobqueue``, or on Kubernetes through ``dask-kubernetes``
-(anything a ``distributed.Client`` can connect to).
+in input order, but the drawing and the network run on the workers of a
+``dask.distributed`` cluster: a local one, one started by ``dask-scheduler`` and
+``dask-worker`` on a few machines, one on SLURM, PBS or SGE through ``dask-jobqueue``, or
+on Kubernetes through ``dask-kubernetes`` (anything a ``distributed.Client`` can connect
+to).
 
 It is the run of one machine with another executor (:class:`DaskExecutor`): the client
 walks the same plan with the same :class:`~deep_spectrum_extractor.run.driver.Driver`,
@@ -72,7 +73,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from distributed import Client, KilledWorker, WorkerPlugin
 

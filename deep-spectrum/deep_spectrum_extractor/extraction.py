@@ -221,7 +221,7 @@ class FeatureFile:
         try:
             if self._background is not None:
                 self._drain()
-        except BaseException:  # noqa: BLE001  the run's own exception is the one to see
+        except BaseException:  # the run's own exception is the one to see
             pass
         finally:
             self._writer.close()

@@ -94,7 +94,8 @@ class Labels:
         missing = sorted({str(self._key(path) or relative_name(path, None)) for path in files
                           if self._key(path) not in self._by_file})
         if missing:
-            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more"
+                                               if len(missing) > 20 else "")
             raise LabelError(f"no labels{' in ' + self.source if self.source else ''} for "
                              f"{len(missing)} file(s): {shown}")
 

@@ -9,8 +9,9 @@ see :mod:`~deep_spectrum_extractor.run.reader`), which gives the run's
 batches with the same :class:`~deep_spectrum_extractor.run.driver.Driver` as a single
 run: ``-shard i/N`` (or ``-shard slurm`` in a SLURM job array, see
 :func:`resolve_shard`) gives a job an ``Output(shard=(i, N))``, whose
-:class:`ShardFile` writes the ``i``-th of ``N`` ranges into its own file, and :func:`merge_shards` (the ``ds_merge_shards`` command, :func:`main`)
-joins the shard files into one that is byte-identical to the file a single run writes.
+:class:`ShardFile` writes the ``i``-th of ``N`` ranges into its own file, and
+:func:`merge_shards` (the ``ds_merge_shards`` command, :func:`main`) joins the shard
+files into one that is byte-identical to the file a single run writes.
 
 Failures that depend only on the settings and the sample rate (``-ylim`` leaving fewer
 than two frequency rows ...) are found while counting, so such files count as skipped
@@ -43,7 +44,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from .audio import InMemoryAudio
 from .errors import DeepSpectrumError, ParameterError, exit_status

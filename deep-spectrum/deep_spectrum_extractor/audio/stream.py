@@ -31,7 +31,7 @@ import contextlib
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

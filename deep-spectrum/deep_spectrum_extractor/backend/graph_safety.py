@@ -177,7 +177,8 @@ def check_graph_sizes(graph_def, source: str, *, memory: int | None = None) -> N
                         for node in function.node_def]
     for name, node in named_nodes:
         for tensor in _attr_tensors(node):
-            size = _tensor_bytes(tensor, lambda problem: refuse(name, node.op, problem))
+            size = _tensor_bytes(tensor, lambda problem, name=name, op=node.op:
+                                 refuse(name, op, problem))
             if limit is not None and size > limit:
                 refuse(name, node.op, f"declares {format_bytes(size)}, {available}")
             total += size

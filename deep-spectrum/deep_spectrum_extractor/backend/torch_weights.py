@@ -163,7 +163,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.storages: dict[str, _StorageType] = {}  # root key -> element type
         self.root_numel: dict[str, int] = {}
 
-    def find_class(self, module, name):  # noqa: D102 - pickle's hook
+    def find_class(self, module, name):  # pickle's hook
         if self.storage_id_length is not None:
             if module == "collections" and name == "OrderedDict":
                 return collections.OrderedDict
@@ -176,7 +176,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             f"only name {', '.join(ALLOWED_GLOBALS)}; this file is not a plain state "
             "dict or has been tampered with")
 
-    def persistent_load(self, pid):  # noqa: D102 - pickle's hook
+    def persistent_load(self, pid):  # pickle's hook
         expected = self.storage_id_length
         if (expected is None or not isinstance(pid, tuple) or len(pid) != expected
                 or _ascii(pid[0]) != "storage"):
@@ -210,7 +210,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return _StorageRef(key=key, storage_type=storage_type, start=start, numel=count)
 
 
-def read_state_dict(path: str | os.PathLike) -> "collections.OrderedDict[str, np.ndarray]":
+def read_state_dict(path: str | os.PathLike) -> collections.OrderedDict[str, np.ndarray]:
     """Read a PyTorch state dict without torch and without running pickled code.
 
     Parameters

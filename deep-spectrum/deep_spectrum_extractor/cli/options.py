@@ -114,7 +114,8 @@ _OPTIONS = [
         help="FFT length in samples (default: the next power of two of 0.025 x the sample "
         "rate)")),
     Option("cmap", ("-cmap",), ("-cm", "--colour-map"), dict(
-        default=DEFAULT_CMAP, metavar="CMAP", help=f"matplotlib colour map (default: {DEFAULT_CMAP})")),
+        default=DEFAULT_CMAP, metavar="CMAP",
+        help=f"matplotlib colour map (default: {DEFAULT_CMAP})")),
     Option("renderer", ("-renderer",), ("--renderer",), dict(
         choices=RENDERERS, default=DEFAULT_RENDERER,
         help="how plots are drawn: numpy draws the same pixels as matplotlib about a hundred "
@@ -127,8 +128,8 @@ _OPTIONS = [
         default=MODERN_NET, help=f"network, as named in the config file (default: "
         f"{MODERN_NET}, as in DeepSpectrum 0.6.x)")),
     Option("layer", ("-layer",), ("-fl", "--feature-layer"), dict(
-        default=None, metavar="LAYER", help=f"layer whose activations are the features (default: the net's "
-        f"layer in the config file, else {DEFAULT_LAYER})")),
+        default=None, metavar="LAYER", help=f"layer whose activations are the features "
+        f"(default: the net's layer in the config file, else {DEFAULT_LAYER})")),
     Option("batch_size", ("-batch_size",), ("-bs", "--batch-size"), dict(
         type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="SIZE",
         help=f"images per network run (default: {DEFAULT_BATCH_SIZE})")),

@@ -182,7 +182,7 @@ def colour_indices(data: np.ndarray, n_colours: int) -> np.ndarray:
     return indices
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def colour_table(cmap: str) -> np.ndarray:
     """RGB bytes of a colour map as Agg paints them, packed one per uint32 word.
 
@@ -355,7 +355,8 @@ def verify_renderer(*, size: int = 64) -> None:
     from .plotting import plot_matrix
 
     rows, frames = 33, 21
-    grid = np.add.outer(np.sin(np.arange(rows) * 0.7) * 30.0, np.cos(np.arange(frames) * 1.3) * 20.0)
+    grid = np.add.outer(np.sin(np.arange(rows) * 0.7) * 30.0,
+                        np.cos(np.arange(frames) * 1.3) * 20.0)
     probe = (grid + np.arange(rows * frames).reshape(rows, frames) % 7).astype(np.float32)
     probe[3, 4] = np.nan
     probe[10, 2] = np.inf

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import DeepSpectrumError
 from .plan import Plan

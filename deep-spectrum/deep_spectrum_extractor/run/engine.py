@@ -22,7 +22,7 @@ import collections
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -93,7 +93,7 @@ class LocalProcesses:
         except concurrent.futures.process.BrokenProcessPool:
             self._restart()
             return RenderedRange(job.begin, job.end, None, failures=[
-                Failure(piece.index, range(0, 1 << 62), WORKER_DIED) for piece in job.pieces])
+                Failure(piece.index, range(1 << 62), WORKER_DIED) for piece in job.pieces])
 
     def _restart(self) -> None:
         self._pool.abandon()

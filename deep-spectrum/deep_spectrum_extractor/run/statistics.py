@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

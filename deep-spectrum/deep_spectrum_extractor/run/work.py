@@ -169,7 +169,7 @@ def render_range(job: RangeJob) -> RenderedRange:
                 raise
             except Exception as exc:  # one odd input must not stop a corpus-wide run
                 whole = segment == 0 and not isinstance(exc, DeepSpectrumError)
-                segments = range(0, 1 << 62) if whole else range(segment, segment + 1)
+                segments = range(1 << 62) if whole else range(segment, segment + 1)
                 failures.append(Failure(piece.index, segments, error_text(exc)))
             else:
                 blocks.append(images)
@@ -339,7 +339,7 @@ def warm_up(settings: FeatureSettings, renderer: str = "numpy") -> None:
         render_chunks([Chunk(noise, None, 0)], sample_rate, nfft, settings, renderer=renderer)
     except DeepSpectrumError:
         pass
-    except Exception as exc:  # noqa: BLE001  reported, but a warm-up must not stop a run
+    except Exception as exc:  # reported, but a warm-up must not stop a run
         warnings.warn(f"the warm-up plot of a worker process failed ({type(exc).__name__}: "
                       f"{exc}); please report this with the command line", RuntimeWarning,
                       stacklevel=1)
