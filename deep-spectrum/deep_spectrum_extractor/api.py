@@ -24,7 +24,7 @@ import contextlib
 import inspect
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -161,7 +161,7 @@ class DeepSpectrum:
         if not sources:
             return
         job = Job(sources, self.settings, self.options, statistics=self.statistics)
-        results = iter(run_job(job, network))
+        results = run_job(job, network).__iter__()
         with contextlib.closing(results):  # stopped early: the workers stop too
             for result in results:
                 failure = _failure(result)
@@ -266,7 +266,7 @@ def _sources(inputs, sample_rate: int | None) -> list:
         inputs = [inputs]
     if isinstance(inputs, (str, os.PathLike)):
         return find_audio_files(inputs)
-    sources = []
+    sources: list[Any] = []
     for number, item in enumerate(inputs):
         if isinstance(item, np.ndarray):
             if sample_rate is None:

@@ -73,6 +73,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from collections.abc import Iterator
 
 from distributed import Client, KilledWorker, WorkerPlugin
@@ -168,9 +169,9 @@ def _file_sha256(path: Path) -> str:
 
 def has_model(path: str, sha256: str) -> bool:
     """Whether this machine has the model file at ``path`` with this SHA-256."""
-    path = Path(path)
+    file = Path(path)
     try:
-        return path.is_file() and _checked(path, sha256)
+        return file.is_file() and _checked(file, sha256)
     except OSError:
         return False
 
@@ -237,7 +238,7 @@ def _connect(scheduler, timeout: float | None) -> tuple[Client, bool]:
     """A client for ``scheduler`` and whether this module owns (and closes) it."""
     if isinstance(scheduler, Client):
         return scheduler, False
-    options = {"set_as_default": False}
+    options: dict[str, Any] = {"set_as_default": False}
     if timeout is not None:
         options["timeout"] = timeout
     try:

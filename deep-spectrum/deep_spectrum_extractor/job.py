@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .config import DeepConfig
 from .errors import DeepSpectrumWarning, ParameterError
 from .output.writers import BINARY_FORMATS
 from .run.work import ExtraOutput
 from .settings import FeatureSettings, RunOptions
+
+if TYPE_CHECKING:
+    from .labels import Labels
 
 #: What a job's inputs are: audio to draw, or pictures drawn already.
 KINDS = ("audio", "images")
@@ -148,11 +153,11 @@ class Job:
         (:mod:`~deep_spectrum_extractor.run.statistics`).
     """
 
-    inputs: tuple
+    inputs: Sequence[Any]
     settings: FeatureSettings
     options: RunOptions = RunOptions()
     output: Output | None = None
-    labels: object = None
+    labels: Labels | None = None
     root: Path | None = None
     extra: ExtraOutput = ExtraOutput()
     cluster: Cluster | None = None
@@ -178,7 +183,8 @@ class Job:
         if not self.inputs:
             raise ParameterError("the job has no inputs")
         settings = self.settings
-        if settings.chunked and settings.hop > settings.window:
+        if (settings.window is not None and settings.hop is not None
+                and settings.hop > settings.window):
             warnings.warn(f"-t {settings.window} {settings.hop}: the hop is longer than the "
                           f"window, so {settings.hop - settings.window} s after every window "
                           "are never seen", DeepSpectrumWarning, stacklevel=2)
@@ -198,7 +204,7 @@ class Job:
                 warnings.warn(f"{len(unknown)} row(s) of {self.labels.source} name no input "
                               f"file ({shown})", DeepSpectrumWarning, stacklevel=2)
         if self.labels is not None and self.labels.time_continuous:
-            if not settings.chunked:
+            if settings.window is None or settings.hop is None:
                 raise ParameterError("time-continuous labels (--tc) need -t")
             from .run.reader import open_input
 
@@ -263,7 +269,8 @@ class Report:
         return bool(self.resumed_files or self.resumed_position or self.resume_note)
 
     def to_dict(self) -> dict:
-        return {"output": self.output.name, "rows": self.rows, "files_done": len(self.done),
+        return {"output": self.output.name if self.output else None, "rows": self.rows,
+                "files_done": len(self.done),
                 "files_skipped": [{"file": str(path), "reason": reason}
                                   for path, reason in self.skipped]}
 

@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 from .errors import DeepSpectrumWarning, LabelError
 
@@ -190,7 +191,7 @@ def read_label_file(path: str | os.PathLike, *, time_continuous: bool = False) -
             else "file name and at least one label"
         raise LabelError(f"label file {path}: the header {rows[0]!r} needs columns for {need}")
     names = header[first_label:]
-    by_file: dict[str, object] = {}
+    by_file: dict[str, Any] = {}
     lines: dict[str, int] = {}
     columns: list[list[str]] = [[] for _ in names]
     for number, row in enumerate(rows[1:], start=2):

@@ -85,7 +85,7 @@ class FeatureSettings:
     layer: str = DEFAULT_LAYER
     sample_rate: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ParameterError(f"-mode={self.mode!r} is not one of {', '.join(MODES)}")
         if self.scale not in SCALES:
@@ -142,7 +142,7 @@ class RunOptions:
     progress: bool = False
     renderer: str = DEFAULT_RENDERER
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _positive_int("np", self.processes)
         _positive_int("batch_size", self.batch_size)
         if self.renderer not in RENDERERS:
@@ -150,7 +150,7 @@ class RunOptions:
                                  f"{', '.join(RENDERERS)}")
 
 
-def _positive_int(name: str, value, *, optional: bool = False) -> None:
+def _positive_int(name: str, value: object, *, optional: bool = False) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

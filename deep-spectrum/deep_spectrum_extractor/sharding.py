@@ -227,6 +227,8 @@ class ShardFile:
             rows = event.rows
             if job.statistics and rows.index not in self._owned:
                 return None  # another shard has all of its chunks
+            if rows.features is None:
+                raise ValueError("rows reach the shard file with their features")
             if not self._header:
                 self._writer.write("", [], rows.features[:0])  # the header alone
                 self._header = self._writer.flush()

@@ -182,6 +182,7 @@ class WorkerPool(concurrent.futures.ProcessPoolExecutor):
         # the read end stays open here, in the initializer's arguments, for workers
         # started later; it does not keep the workers from reading end-of-file
         lifeline_reader, lifeline = _CONTEXT.Pipe(duplex=False)
+        self.processes = processes
         super().__init__(max_workers=processes, mp_context=_CONTEXT,
                          initializer=_start_worker,
                          initargs=(lifeline_reader, initializer, tuple(initargs)))
@@ -212,7 +213,7 @@ class WorkerPool(concurrent.futures.ProcessPoolExecutor):
 
     def start_all(self) -> None:
         """Start every worker now, rather than one per task as tasks come."""
-        for _ in range(self._max_workers):
+        for _ in range(self.processes):
             self.submit(os.getpid)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

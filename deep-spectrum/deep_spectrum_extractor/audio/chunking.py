@@ -52,7 +52,7 @@ def chunk_signal(signal: np.ndarray, sample_rate: int, *, window: Decimal | None
     than ``min_length`` samples (the FFT length: they cannot be plotted) are dropped,
     so the result may be empty.
     """
-    if window is None:
+    if window is None or hop is None:
         chunks = [Chunk(signal, None, 0)]
     else:
         window_samples, hop_samples = chunk_samples(window, hop, sample_rate)

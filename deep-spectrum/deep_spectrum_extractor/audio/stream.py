@@ -31,7 +31,7 @@ import contextlib
 import os
 from decimal import Decimal
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import numpy as np
 
@@ -104,7 +104,7 @@ def number_of_chunks(length: int, sample_rate: int, *, window: Decimal | None,
     -------
     int
     """
-    if window is None:
+    if window is None or hop is None:
         return 1 if length >= min_length else 0
     window_samples, hop_samples = chunk_samples(window, hop, sample_rate)
     total = max(length // hop_samples, 1)
@@ -246,14 +246,15 @@ class AudioStream:
             self.name = Path(source).name
             self._open_file(source)
         rate = self.input_rate
-        self.resampled = target_rate is not None and target_rate != rate
-        self.sample_rate = int(target_rate) if self.resampled else int(rate)
+        resample_to = target_rate if target_rate is not None and target_rate != rate else None
+        self.resampled = resample_to is not None
+        self.sample_rate = int(resample_to) if resample_to is not None else int(rate)
         trimmed = self.trim_stop - self.trim_start
-        signal_length = resampled_length(trimmed, rate, target_rate) if self.resampled \
-            else trimmed
+        signal_length = resampled_length(trimmed, rate, resample_to) \
+            if resample_to is not None else trimmed
         # the same expressions as read_audio (sample_rate there is target_rate or the
         # file's rate as given), sliced with Python's rules
-        slice_rate = target_rate if self.resampled else rate
+        slice_rate = resample_to if resample_to is not None else rate
         first = int(start * slice_rate)
         last = int(end * slice_rate) if end is not None else None
         self._cut_start, cut_stop, _ = slice(first, last).indices(signal_length)
@@ -309,7 +310,7 @@ class AudioStream:
         self.frames = self._decoded_frames
         if self.frames == 0:
             raise AudioError(_NO_SAMPLES)
-        if first is None:
+        if first is None or last is None:
             raise AudioError(_ALL_ZERO)
         self.trim_start, self.trim_stop = first, last + 1
 
@@ -317,8 +318,8 @@ class AudioStream:
         """Find the trimmed range from both ends, seeking (exact-seek files only)."""
         first = None
         blocks = self._decoded_blocks(path, 0, self.frames, scan=True)
-        for position, block in blocks:
-            ends = _nonzero_ends(_mono(block))
+        for position, decoded in blocks:
+            ends = _nonzero_ends(_mono(decoded))
             if ends is not None:
                 first = position + ends[0]
                 break
@@ -333,6 +334,7 @@ class AudioStream:
             stop = self.frames
             while stop > first and last is None:
                 begin = max(stop - self.block_frames, first)
+                block: np.ndarray | None
                 try:
                     with decoding_errors(path):
                         sound.seek(begin)
@@ -350,12 +352,15 @@ class AudioStream:
                 if ends is not None:
                     last = begin + ends[1]
                 stop = begin
+        if last is None:  # the scan from the start found a non-zero sample
+            raise AudioError(_ALL_ZERO)
         self.trim_start, self.trim_stop = first, last + 1
 
     # -- decoding ------------------------------------------------------------------------
 
     def _decoded_blocks(self, path, begin: int, stop: int, *, scan: bool = False,
-                        block_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                        block_frames: int | None = None
+                        ) -> Generator[tuple[int, np.ndarray], None, None]:
         """``(position, block)`` for file frames ``begin:stop`` (multichannel, checked).
 
         Blocks are views of one reused buffer: use each before asking for the next.  An
@@ -390,7 +395,7 @@ class AudioStream:
                                      f"frame {position} of {stop})")
 
     def _trimmed_blocks(self, begin: int, stop: int,
-                        block_frames: int | None = None) -> Iterator[np.ndarray]:
+                        block_frames: int | None = None) -> Generator[np.ndarray, None, None]:
         """The mono trimmed signal's samples ``begin:stop`` (relative to trim_start)."""
         size = block_frames or self.block_frames
         begin += self.trim_start
@@ -402,7 +407,8 @@ class AudioStream:
         for _, block in self._decoded_blocks(self.source, begin, stop, block_frames=size):
             yield _mono(block)
 
-    def signal_blocks(self, begin: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    def signal_blocks(self, begin: int = 0,
+                      stop: int | None = None) -> Generator[np.ndarray, None, None]:
         """The final signal's samples ``begin:stop``, in consecutive blocks.
 
         Each block has at most :attr:`block_frames` samples and may be a view of a
@@ -502,7 +508,7 @@ class AudioStream:
         count = self.chunk_count(window, hop, min_length=min_length)
         stop = count if stop is None else min(stop, count)
         first = max(first, 0)
-        if window is None:
+        if window is None or hop is None:
             return (0, self.length) if first < stop else (0, 0)
         window_samples, hop_samples = chunk_samples(window, hop, self.sample_rate)
         if first >= stop:
@@ -512,7 +518,7 @@ class AudioStream:
                                         self.length)
 
     def chunks(self, window: Decimal | None, hop: Decimal | None, *, min_length: int = 1,
-               first: int = 0, stop: int | None = None) -> Iterator[Chunk]:
+               first: int = 0, stop: int | None = None) -> Generator[Chunk, None, None]:
         """Chunks ``first:stop`` of ``chunk_signal(*read_audio(...), start=start, ...)``.
 
         ``list(stream.chunks(w, h, min_length=m))`` equals chunk_signal's list (samples
@@ -551,7 +557,7 @@ class AudioStream:
         first = max(first, 0)
         if first >= stop:
             return
-        if window is None:
+        if window is None or hop is None:
             yield Chunk(self.read(), None, 0)
             return
         window_samples, hop_samples = chunk_samples(window, hop, self.sample_rate)

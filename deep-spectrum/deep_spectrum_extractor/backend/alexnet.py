@@ -56,7 +56,7 @@ SMALL_WIDTHS = {"conv1": 8, "conv2": 16, "conv3": 24, "conv4": 24, "conv5": 16,
 
 def weight_shapes(widths: dict[str, int]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """Kernel and bias shapes (TF layout) for AlexNet with the given widths."""
-    shapes = {}
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     channels = 3
     for name in LAYERS[:5]:
         spec = CONV_SPECS[name]

@@ -103,12 +103,13 @@ def format_bytes(size: int) -> str:
     """A byte count for people, in powers of 1000: ``16 bytes``, ``4.0 MB``, ``4.4 TB``."""
     if size < 1000:
         return f"{size} bytes"
+    scaled = float(size)
     for unit in ("KB", "MB", "GB", "TB", "PB"):
-        size /= 1000
-        if size < 999.95:
-            return f"{size:.1f} {unit}"
-    size /= 1000
-    return f"{size:.1f} EB" if size < 999.95 else f"{size:.3g} EB"
+        scaled /= 1000
+        if scaled < 999.95:
+            return f"{scaled:.1f} {unit}"
+    scaled /= 1000
+    return f"{scaled:.1f} EB" if scaled < 999.95 else f"{scaled:.3g} EB"
 
 
 #: Bytes of a string element before its characters (``sizeof(tensorflow::tstring)``).

@@ -40,6 +40,8 @@ import struct
 import zipfile
 from pathlib import Path
 
+from typing import Literal
+
 import numpy as np
 
 from ..errors import ModelError
@@ -101,21 +103,31 @@ class _Inert:
 
 class _StorageType(_Inert):
     __slots__ = ("name", "dtype")
+    name: str
+    dtype: np.dtype
 
     def __eq__(self, other):
         return isinstance(other, _StorageType) and other.name == self.name
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # equal by name, so not hashable
 
 
 class _StorageRef(_Inert):
     """A storage as a tensor sees it: ``numel`` elements from ``start`` of ``key``."""
 
     __slots__ = ("key", "storage_type", "start", "numel")
+    key: str
+    storage_type: _StorageType
+    start: int
+    numel: int
 
 
 class _TensorRef(_Inert):
     __slots__ = ("storage", "offset", "size", "stride")
+    storage: _StorageRef
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
 
 
 class _RebuildTensor(_Inert):
@@ -261,7 +273,7 @@ def _read_legacy(data: bytes, source: str):
     if protocol != PROTOCOL_VERSION:
         raise ModelError(f"{source}: unsupported PyTorch protocol version {protocol!r}")
     sys_info = _load(stream, source, None, "system information")
-    byteorder = "<"
+    byteorder: Literal["<", ">"] = "<"
     if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
         byteorder = ">"
     unpickler = _RestrictedUnpickler(stream, source=source, storage_id_length=6)

@@ -12,6 +12,7 @@ import contextlib
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import DeepSpectrumWarning
 from .options import CLASSIC, translate
@@ -69,7 +70,7 @@ class Progress:
 
     def __init__(self, voice: Voice, total: int, unit: str):
         self.voice, self.total, self.unit = voice, total, unit
-        self._bar = None
+        self._bar: Any = None  # a tqdm bar once started
 
     def start(self) -> None:
         from tqdm import tqdm

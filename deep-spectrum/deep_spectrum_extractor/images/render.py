@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import functools
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import DeepSpectrumError, ParameterError
@@ -117,7 +119,7 @@ def render_matrix(matrix: np.ndarray, *, sample_rate: int, nfft: int, scale: str
     row_cells, column_cells = pixel_cells(
         rows, frames, sample_rate=None if scale == "chroma" else sample_rate, scale=scale,
         fmax=ylim if scale == "mel" else None, size=int(size))
-    if row_cells is None:
+    if row_cells is None or column_cells is None:
         return np.full((size, size, 3), WHITE, dtype=np.uint8)
 
     # One packed RGBX word per cell, plus a last row and column for "no cell": white.
@@ -360,8 +362,9 @@ def verify_renderer(*, size: int = 64) -> None:
     probe = (grid + np.arange(rows * frames).reshape(rows, frames) % 7).astype(np.float32)
     probe[3, 4] = np.nan
     probe[10, 2] = np.inf
-    cases = [dict(scale="linear", cmap="viridis"), dict(scale="log", cmap="magma"),
-             dict(scale="mel", cmap="gray", ylim=6000), dict(scale="chroma", cmap="tab10")]
+    cases: list[dict[str, Any]] = [
+        dict(scale="linear", cmap="viridis"), dict(scale="log", cmap="magma"),
+        dict(scale="mel", cmap="gray", ylim=6000), dict(scale="chroma", cmap="tab10")]
     for case in cases:
         matrix = probe[:12] if case["scale"] == "chroma" else probe
         expected = plot_matrix(matrix, sample_rate=16000, nfft=64, size=size, **case)

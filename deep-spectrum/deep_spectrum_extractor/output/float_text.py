@@ -74,13 +74,13 @@ def _exponent_tables() -> dict[str, np.ndarray]:
 
 def _pow5_inverse(i: int) -> int:
     """``2**(pow5bits(i) - 1 + 59) / 5**i``, rounded up: a fixed-point ``5**-i``."""
-    return (1 << (_pow5bits(i) - 1 + _POW5_INV_BITCOUNT)) // 5 ** i + 1
+    return int((1 << (_pow5bits(i) - 1 + _POW5_INV_BITCOUNT)) // 5 ** i + 1)
 
 
 def _pow5(i: int) -> int:
     """``5**i`` as a 61-bit fixed-point number (its top 61 bits)."""
     bits = _pow5bits(i) - _POW5_BITCOUNT
-    return 5 ** i >> bits if bits >= 0 else 5 ** i << -bits
+    return int(5 ** i >> bits if bits >= 0 else 5 ** i << -bits)
 
 
 def _mul_shift(m: np.ndarray, factor: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -90,7 +90,8 @@ def _mul_shift(m: np.ndarray, factor: np.ndarray, shift: np.ndarray) -> np.ndarr
     """
     low = m * (factor & np.uint64(0xFFFFFFFF))
     high = m * (factor >> np.uint64(32))
-    return ((low >> np.uint64(32)) + high) >> (shift - 32).astype(np.uint64)
+    result: np.ndarray = ((low >> np.uint64(32)) + high) >> (shift - 32).astype(np.uint64)
+    return result
 
 
 def shortest_digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -96,7 +96,8 @@ class OutputLock:
             # unlink before unlocking: a run waiting on this inode sees it was removed
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
     def _lock(self) -> None:
         with output_errors(self.output):

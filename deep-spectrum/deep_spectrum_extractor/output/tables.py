@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,10 @@ class _BinaryWriter(OutputFile):
     def close(self) -> None:
         self.discard()
 
+    def _write(self, name: str, timestamps: list[Decimal | None], features: np.ndarray,
+               labels: list[list[str]] | None) -> None:
+        raise NotImplementedError
+
     def _label_column(self, attribute: LabelAttribute, values: list[str]):
         return np.array([float(v) for v in values], dtype=np.float64) if attribute.numeric \
             else np.array(values, dtype=str)
@@ -64,22 +69,24 @@ class ParquetFeatureWriter(_BinaryWriter):
     """Feature rows as a Parquet table, one row group per input file."""
 
     def _open(self) -> None:
-        self._writer = None
+        self._writer: Any = None  # a pyarrow ParquetWriter once the first rows came
 
-    def _write(self, name, timestamps, features, labels) -> None:
+    def _write(self, name: str, timestamps: list[Decimal | None], features: np.ndarray,
+               labels: list[list[str]] | None) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         features = np.asarray(features, dtype=np.float32)
         columns = {"name": pa.array([name] * len(features), pa.string())}
         if self.timestamps:
-            columns["timeStamp"] = pa.array([float(t) for t in timestamps], pa.float64())
+            columns["timeStamp"] = pa.array([float(t) if t is not None else np.nan
+                                             for t in timestamps], pa.float64())
         names = feature_names(features.shape[1], statistics=self.statistics)
         for index, column in enumerate(names):
             columns[column] = pa.array(features[:, index], pa.float32())
         for position, attribute in enumerate(self.labels):
             columns[attribute.name] = pa.array(
-                self._label_column(attribute, [row[position] for row in labels]))
+                self._label_column(attribute, [row[position] for row in labels or []]))
         table = pa.table(columns)
         if self._writer is None:
             metadata = {b"deep_spectrum": json.dumps(self.record).encode("utf-8")}
@@ -103,22 +110,23 @@ class NumpyFeatureWriter(_BinaryWriter):
         self._names: list[str] = []
         self._times: list[float] = []
         self._labels: list[list[str]] = [[] for _ in self.labels]
-        self._width = None
+        self._width = 0
 
-    def _write(self, name, timestamps, features, labels) -> None:
+    def _write(self, name: str, timestamps: list[Decimal | None], features: np.ndarray,
+               labels: list[list[str]] | None) -> None:
         features = np.ascontiguousarray(features, dtype=np.float32)
         self._width = features.shape[1]
         self._spool.write(features.tobytes())
         self._names += [name] * len(features)
         self._times += [float(t) if t is not None else np.nan for t in timestamps]
         for position, column in enumerate(self._labels):
-            column += [row[position] for row in labels]
+            column += [row[position] for row in labels or []]
 
     def _finish(self) -> None:
         self._spool.flush()
         features = np.memmap(self._spool, dtype=np.float32, mode="r",
                              shape=(self.rows, self._width))
-        arrays = {"name": np.array(self._names, dtype=str), "features": features,
+        arrays: dict[str, Any] = {"name": np.array(self._names, dtype=str), "features": features,
                   "provenance": np.array(json.dumps(self.record))}
         if self.timestamps:
             arrays["timeStamp"] = np.array(self._times, dtype=np.float64)

@@ -26,14 +26,16 @@ import csv
 import io
 import os
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..labels import LabelAttribute
 from .float_text import float32_text
-from .guard import lock_output, output_errors
+from .guard import OutputLock, lock_output, output_errors
 
 RELATION = "Deep Spectrum Features"
 _NEEDS_QUOTES = re.compile(r"[\s,'\"%{}\\?]|[\x00-\x1f\x7f]")
@@ -113,10 +115,10 @@ class OutputFile:
     ``_abandon``.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.part = part_path(self.path)
-        self._lock = lock_output(self.path)
+        self._lock: OutputLock | None = lock_output(self.path)
         try:
             with output_errors(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,18 +158,18 @@ class OutputFile:
             self._release()
 
     def _release(self) -> None:
-        if self._lock is not None:
-            self._lock, lock = None, self._lock
+        lock, self._lock = self._lock, None
+        if lock is not None:
             lock.release()
 
     @property
     def closed(self) -> bool:
         return self._lock is None
 
-    def __enter__(self):
+    def __enter__(self) -> OutputFile:
         return self
 
-    def __exit__(self, exc_type, *_):
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if not self.closed:
             if exc_type is None:
                 self.commit()
@@ -198,10 +200,10 @@ class FeatureWriter(OutputFile):
         Rows already in the kept part.
     """
 
-    def __init__(self, path: str | os.PathLike, *, timestamps: bool,
-                 labels: list[LabelAttribute] | None, comments: list[str] = (),
+    def __init__(self, path: str | os.PathLike[str], *, timestamps: bool,
+                 labels: list[LabelAttribute] | None, comments: Sequence[str] = (),
                  resume_offset: int | None = None, resume_rows: int = 0,
-                 statistics: bool = False):
+                 statistics: bool = False) -> None:
         self.arff = Path(path).suffix.lower() == ".arff"
         self.timestamps = timestamps
         self.statistics = statistics
@@ -234,7 +236,7 @@ class FeatureWriter(OutputFile):
         lines += [f"@attribute {name} numeric"
                   for name in feature_names(n_features, statistics=self.statistics)]
         for attribute in self.labels or []:
-            kind = "numeric" if attribute.numeric else \
+            kind = "numeric" if attribute.values is None else \
                 "{" + ",".join(arff_quote(value) for value in attribute.values) + "}"
             lines.append(f"@attribute {arff_quote(attribute.name)} {kind}")
         lines += ["", "@data"]
@@ -257,7 +259,8 @@ class FeatureWriter(OutputFile):
         with output_errors(self.path):
             self._write(name, timestamps, features, labels)
 
-    def _write(self, name, timestamps, features, labels) -> None:
+    def _write(self, name: str, timestamps: list[Decimal | None], features: np.ndarray,
+               labels: list[list[str]] | None) -> None:
         if not self._header_written:
             self._write_header(features.shape[1])
             self._header_written = True
@@ -270,7 +273,7 @@ class FeatureWriter(OutputFile):
                 row.append(str(timestamps[index]))
             if row_values:  # empty only for a layer without units
                 row.append(row_values)
-            if self.labels:
+            if self.labels and labels is not None:
                 row += [value if attribute.numeric and self.arff else quote(value)
                         for attribute, value in zip(self.labels, labels[index])]
             self._file.write(",".join(row) + "\n")
@@ -320,10 +323,10 @@ class FeatureWriter(OutputFile):
 BINARY_FORMATS = (".parquet", ".npz")
 
 
-def open_writer(path: str | os.PathLike, *, timestamps: bool,
-                labels: list[LabelAttribute] | None, record: dict | None = None,
-                comments: list[str] = (), resume: tuple[int, int] | None = None,
-                statistics: bool = False):
+def open_writer(path: str | os.PathLike[str], *, timestamps: bool,
+                labels: list[LabelAttribute] | None, record: dict[str, Any] | None = None,
+                comments: Sequence[str] = (), resume: tuple[int, int] | None = None,
+                statistics: bool = False) -> OutputFile:
     """A writer for ``path`` chosen by its extension.
 
     ``.arff``: ARFF (with ``comments`` as ``%`` lines), ``.parquet``: Parquet, ``.npz``:

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 from ..errors import DeepSpectrumError
 from .plan import Plan
-from .reader import ChunkReader, display_path, open_input, relative_path
+from .reader import ChunkReader, ReadFailure, display_path, open_input, relative_path
 from .work import Failure, PieceRows, RangeJob, attach_features, error_text, run_network
 
 
@@ -54,10 +54,15 @@ class Finished:
 
 @dataclass
 class Checkpoint:
-    """Every position before ``position`` and every input before ``next_input`` is out."""
+    """Every position before ``position`` and every input before ``next_input`` is out.
+
+    ``accumulators``: the per-input statistics still open (:mod:`.statistics`), when the
+    run writes them.
+    """
 
     position: int
     next_input: int
+    accumulators: list | None = None
 
 
 @dataclass(frozen=True)
@@ -160,10 +165,14 @@ class Driver:
                 reader = self.readers[piece.index]
                 try:
                     pieces.append(reader.piece(piece.start, piece.stop, piece.position))
-                except Exception as exc:  # a block that cannot be decoded, NaN samples ...
-                    segment = getattr(exc, "failed_chunk", piece.start) // self.batch_size
+                except ReadFailure as failure:  # a block that cannot be decoded, NaN ...
+                    segment = failure.chunk // self.batch_size
                     self._failed([Failure(piece.index, range(segment, 1 << 62),
-                                          error_text(exc))])
+                                          error_text(failure.cause))])
+                    return False
+                except Exception as exc:  # opening it again for a re-plan failed
+                    self._failed([Failure(piece.index, range(piece.start // self.batch_size,
+                                                             1 << 62), error_text(exc))])
                     return False
             job = RangeJob(self.cursor, end, tuple(pieces), self.settings, self.batch_size,
                            self.renderer, self.extra)

@@ -22,7 +22,7 @@ import collections
 import contextlib
 import dataclasses
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class Run:
             pass
         return self.report
 
-    def __iter__(self) -> Iterator[FileFeatures]:
+    def __iter__(self) -> Generator[FileFeatures, None, None]:
         if self._started:
             raise RuntimeError("a run is iterated once; call run_job again to run the job "
                                "again")
@@ -133,7 +133,8 @@ class Run:
             if job.statistics:
                 from .statistics import PerInput
 
-                events = PerInput(job.settings, getattr(sink, "accumulators", ())).events(events)
+                state = getattr(sink, "accumulators", None) or []
+                events = PerInput(job.settings, state).events(events)
             for event in events:
                 result = sink.take(event)
                 if result is None:
@@ -270,7 +271,7 @@ def _image_events(job, network) -> Iterator:
     from ..images.loading import image_features
 
     for result in image_features(job.inputs, network, batch_size=job.options.batch_size):
-        if result.ok:
+        if result.ok and result.features is not None:
             yield Rows(PieceRows(result.index, 0, 1, result.index, [None], [0.0],
                                  result.features[np.newaxis]))
         yield Finished(result.index, result.error)

@@ -78,7 +78,7 @@ class Plan:
         count, dropped = self.counts[index], self._dropped.get(index)
         if not dropped:
             return [(0, count)] if count else []
-        size, ranges = self.batch_size, []
+        size, ranges = self.batch_size, list[tuple[int, int]]()
         for segment in range(self.segments(index)):
             if segment in dropped:
                 continue
@@ -114,7 +114,7 @@ class Plan:
             self.starts[later + 1] = self.starts[later] + kept
         return changed
 
-    def dropped(self) -> list[tuple[int, list[int], str]]:
+    def dropped(self) -> list[tuple[int, list[int], str | None]]:
         """Every drop so far: ``(input, segments, error)``, to replay it on a new plan."""
         return [(index, sorted(segments), self.errors[index])
                 for index, segments in sorted(self._dropped.items())]

@@ -10,6 +10,7 @@ opened again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,14 @@ def open_input(source, settings: FeatureSettings, renderer: str = "numpy") -> Op
     return OpenedInput(count, None, stream, nfft, need)
 
 
+class ReadFailure(Exception):
+    """Chunk ``chunk`` of an input could not be read; ``cause`` says why."""
+
+    def __init__(self, chunk: int, cause: Exception):
+        super().__init__(str(cause))
+        self.chunk, self.cause = chunk, cause
+
+
 class ChunkReader:
     """The samples of one input's chunks, range after range, read front to back."""
 
@@ -100,16 +109,21 @@ class ChunkReader:
         self.opened = opened
         self.settings = settings
         self.relative = relative
-        self._chunks = None
+        self._chunks: Generator[Chunk, None, None] | None = None
         self._next = 0
 
     def piece(self, start: int, stop: int, position: int) -> PieceAudio:
         """Chunks ``start:stop`` with their samples, for a job at ``position``.
 
-        Raises AudioError (or whatever decoding raises) with ``failed_chunk`` set to the
-        first chunk that could not be read.
+        Raises
+        ------
+        ReadFailure
+            Naming the first chunk that could not be read and why (AudioError, or
+            whatever decoding raised).
         """
         stream, settings = self.opened.stream, self.settings
+        if stream is None:
+            raise ValueError("an input without chunks has no reader")
         if start != self._next or self._chunks is None:
             self.close()
             self._chunks = stream.chunks(settings.window, settings.hop,
@@ -122,9 +136,8 @@ class ChunkReader:
                 self._next += 1
         except Exception as exc:
             self.close()
-            exc.failed_chunk = self._next
-            raise
-        if settings.window is None:
+            raise ReadFailure(self._next, exc) from exc
+        if settings.window is None or settings.hop is None:
             samples, offset, window, hop = chunks[0].samples, 0, None, None
         else:
             window = int(settings.window * stream.sample_rate)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class PerInput:
     continue inside a recording (``state``).
     """
 
-    def __init__(self, settings, state: list[Accumulator] = ()):
+    def __init__(self, settings, state: Sequence[Accumulator] = ()):
         self.settings = settings
         self.open: dict[int, Accumulator] = {item.index: item for item in state}
 
@@ -117,9 +118,11 @@ class PerInput:
             yield event
 
     def _add(self, rows: PieceRows) -> None:
-        start = self.settings.start
+        start, features = self.settings.start, rows.features
+        if features is None:
+            raise ValueError("rows reach the statistics with their features")
         for number in range(rows.stop - rows.start):
-            row, stamp, seconds = (rows.features[number], rows.timestamps[number],
+            row, stamp, seconds = (features[number], rows.timestamps[number],
                                    rows.durations[number])
             item = self.open.get(rows.index)
             if item is None:
@@ -139,8 +142,9 @@ def save_accumulators(path, accumulators: list[Accumulator]) -> None:
     """Write the accumulators of a checkpoint to ``path`` (``.npz``, replaced whole)."""
     import os
 
-    arrays = {f"{number}.{key}": value for number, item in enumerate(accumulators)
-              for key, value in item.to_arrays().items()}
+    arrays: dict[str, Any] = {f"{number}.{key}": value
+                              for number, item in enumerate(accumulators)
+                              for key, value in item.to_arrays().items()}
     partial = path.with_name(path.name + ".part")
     with open(partial, "wb") as handle:
         np.savez(handle, count=np.array(len(accumulators)), **arrays)

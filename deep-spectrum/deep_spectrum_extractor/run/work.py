@@ -75,7 +75,7 @@ class PieceAudio:
 
     def chunks(self, start: int, stop: int) -> list[Chunk]:
         """Chunks ``start:stop`` (run numbering of the input) as chunk_signal cuts them."""
-        if self.window is None:
+        if self.window is None or self.hop is None:
             return [Chunk(self.samples, None, 0)]
         result = []
         for number in range(start, stop):
@@ -277,8 +277,10 @@ def _save_labelled_figure(extra: ExtraOutput, relative: Path, chunk, matrix: np.
         matrix, sample_rate=sample_rate, nfft=nfft, mode=settings.mode,
         scale=settings.plot_scale, cmap=settings.cmap, ylim=settings.ylim,
         delta=settings.delta, offset=float(begin), title=title)
-    target = extra.figure_dir / side_output_name(relative, chunk.timestamp,
-                                                 f".{extra.figure_format}")
+    folder = extra.figure_dir
+    if folder is None:
+        return
+    target = folder / side_output_name(relative, chunk.timestamp, f".{extra.figure_format}")
     with output_errors(target):
         figures.save_figure(figure, target, format=extra.figure_format)
 
