@@ -34,7 +34,7 @@ def _make_importable() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the converter."""
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="convert_caffe.py",
         description="Convert BVLC AlexNet (or a narrower network with its topology) from "
                     "Caffe's .caffemodel/.prototxt to the frozen TensorFlow graph that "

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _make_importable()
     from keras_export import IMAGENET, PREPROCESSING, available_networks
 
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog=PROG,
         description="Export a keras.applications network, or a Keras model file, as a "
                     "frozen TensorFlow graph in deep-spectrum's convention: placeholder "

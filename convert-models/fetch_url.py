@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     int
         0 when complete, 3 for an HTTP error status, 1 for other failures.
     """
-    parser = argparse.ArgumentParser(prog="fetch_url.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="fetch_url.py",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("destination", type=Path)
     parser.add_argument("--no-resume", action="store_true",

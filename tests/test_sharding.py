@@ -264,3 +264,11 @@ def test_command_line_shards_and_merge_equal_the_single_run(tmp_path, small_conf
     assert len(shards) == 3
     assert merge_main(["-o", str(out), *map(str, shards)]) == 0
     assert out.read_bytes() == single.read_bytes()
+
+
+def test_merge_refuses_what_is_not_spelled_out(capsys):
+    for argv in (["--o", "merged.csv", "a.csv"], ["-ox", "a.csv"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert "is not an option of ds_merge_shards; did you mean -o?" in capsys.readouterr().err

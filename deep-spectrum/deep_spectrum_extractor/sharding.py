@@ -422,8 +422,11 @@ def merge_shards(shard_paths: Iterable[str | os.PathLike],
 
 def build_merge_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ds_merge_shards``."""
-    parser = argparse.ArgumentParser(
-        prog=MERGE_PROG, description="Merge the shard files written by extract_ds_features "
+    from .cli.options import CLASSIC, StrictParser
+
+    parser = StrictParser(
+        prog=MERGE_PROG, family=CLASSIC, description="Merge the shard files written by "
+        "extract_ds_features "
         "-shard i/N into one feature file, byte-identical to the file of a single run.")
     parser.add_argument("-o", required=True, metavar="OUTPUT",
                         help="the merged feature file (.arff or .csv, as the shards)")

@@ -244,7 +244,7 @@ class StrictParser(argparse.ArgumentParser):
                 and " " not in arg_string
                 and not self._negative_number_matcher.match(arg_string)):
             self.error(unknown_option(arg_string, self.family,
-                                      list(self._option_string_actions)))
+                                      list(self._option_string_actions), self.prog))
         return super()._parse_optional(arg_string)
 
 
@@ -257,13 +257,14 @@ NOT_PROVIDED = {
 NOT_PROVIDED["-r"] = NOT_PROVIDED["--reduced"]
 
 
-def unknown_option(token: str, family: str, known: list[str]) -> str:
-    """Why ``token`` is refused, naming what was probably meant."""
+def unknown_option(token: str, family: str, known: list[str], prog: str | None = None) -> str:
+    """Why ``token`` is refused by ``prog`` (``family``'s command by default), naming what
+    was probably meant."""
     name = token.split("=", 1)[0]
     if family == MODERN and name in NOT_PROVIDED:
         return NOT_PROVIDED[name]
     other = MODERN if family == CLASSIC else CLASSIC
-    parts = [f"{name} is not an option of {family}"]
+    parts = [f"{name} is not an option of {(prog or family).split()[0]}"]
     prefixed = sorted(option for option in known if option.startswith(name))
     if prefixed:
         parts.append(f"options are never abbreviated: did you mean {_either(prefixed)}?")
