@@ -76,6 +76,10 @@ class Progress:
         from tqdm import tqdm
 
         if self._bar is None:
+            # no monitor thread: while workers start, the process's threads block SIGINT
+            # and Ctrl-C waits for the main thread (see workers.py); a thread of tqdm's
+            # with SIGINT unblocked would take it then
+            tqdm.monitor_interval = 0
             self._bar = tqdm(total=self.total, unit=self.unit, file=sys.stderr)
 
     def update(self, result) -> None:
