@@ -34,7 +34,7 @@ from .output.guard import output_errors, write_text_atomically
 from .output.writers import open_writer, part_path
 from .run import FileFeatures
 from .run.driver import Checkpoint, Finished, Rows, Walk
-from .run.reader import display_path
+from .run.reader import display_path, relative_path
 from .settings import FeatureSettings, RunOptions
 
 LIBRARIES = ("numpy", "scipy", "librosa", "soundfile", "matplotlib", "tensorflow-cpu",
@@ -143,8 +143,7 @@ class FeatureFile:
         self.labels = job.labels
         self.timestamps = output.timestamps and job.settings.chunked and not job.statistics
         files = job.inputs
-        self.keys = [str(Path(path).relative_to(job.root)) if job.root is not None
-                     else display_path(path).name for path in files]
+        self.keys = [str(relative_path(path, job.root)) for path in files]
         self.fingerprint = json.loads(json.dumps({  # as it reads back from the journal
             "provenance": self.record, "timestamps": self.timestamps,
             "labels": ([[a.name, a.values] for a in self.labels.attributes]
@@ -430,9 +429,9 @@ class _WriterThread:
             entry = {"checkpoint": checkpoint.position, "next_input": checkpoint.next_input,
                      "offset": offset, "rows": self._writer.rows, "open": self._open,
                      "drops": drops}
-            accumulators = getattr(checkpoint, "accumulators", None)
-            if accumulators is not None:
-                entry["statistics"] = self._save_statistics(checkpoint.position, accumulators)
+            if checkpoint.accumulators is not None:
+                entry["statistics"] = self._save_statistics(checkpoint.position,
+                                                            checkpoint.accumulators)
             self._journal(entry)
 
     def _save_statistics(self, position: int, accumulators: list) -> dict:

@@ -46,14 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterable, Mapping
 
-from .audio import InMemoryAudio
 from .errors import DeepSpectrumError, ParameterError, exit_status
 from .extraction import file_sha256
 from .output.guard import lock_output, output_errors, write_text_atomically
 from .output.writers import BINARY_FORMATS, part_path
 from .run import FileFeatures
 from .run.driver import Finished, Rows, Walk
-from .run.reader import display_path
+from .run.reader import display_path, relative_path
 
 #: Marks a shard record (the JSON file beside each shard).
 RECORD_FORMAT = "deep-spectrum shard 1"
@@ -148,8 +147,7 @@ def shard_bounds(plan, shard: tuple[int, int]) -> tuple[int, int]:
 
 def _job_fingerprint(job, plan, record: dict, timestamps: bool) -> dict:
     root, labels = job.root, job.labels
-    keys = [str(Path(path).relative_to(root)) if root is not None and
-            not isinstance(path, InMemoryAudio) else path.name for path in job.inputs]
+    keys = [str(relative_path(path, root)) for path in job.inputs]
     return json.loads(json.dumps({  # as it reads back from the record
         "provenance": record, "timestamps": timestamps,
         "labels": [[a.name, a.values] for a in labels.attributes] if labels else None,
@@ -180,6 +178,7 @@ class ShardFile:
     """
 
     drops = None
+    accumulators = ()
 
     def __init__(self, job, model, report):
         from .extraction import job_record

@@ -133,8 +133,7 @@ class Run:
             if job.statistics:
                 from .statistics import PerInput
 
-                state = getattr(sink, "accumulators", None) or []
-                events = PerInput(job.settings, state).events(events)
+                events = PerInput(job.settings, sink.accumulators).events(events)
             for event in events:
                 result = sink.take(event)
                 if result is None:
@@ -235,6 +234,7 @@ class Frames:
     """
 
     drops = None
+    accumulators = ()
 
     def __init__(self, job):
         self.job = job
