@@ -87,8 +87,12 @@ def test_help_lists_every_original_option_and_is_instant():
 
 def test_defaults_match_the_original_readme():
     args = build_parser().parse_args(["-i", "x", "-o", "y"])
-    assert (args.mode, args.scale, args.nmel, args.cmap, args.net, args.batch_size) == \
-        ("spectrogram", "linear", 128, "viridis", "alexnet", 128)
+    assert (args.mode, args.scale, args.nmel, args.cmap, args.batch_size) == \
+        ("spectrogram", "linear", 128, "viridis", 128)
+    from deep_spectrum_extractor.cli.extract_ds_features import pairs_from_args
+    from deep_spectrum_extractor.config import load_config
+
+    assert pairs_from_args(args, load_config(args.config)) == (("alexnet", "fc7"),)
     assert (args.t, args.start, args.end, args.ylim, args.delta, args.nfft, args.l, args.el,
             args.np, args.specout, args.wavout) == (None, 0, None, None, None, None, None, None,
                                                     None, None, None)

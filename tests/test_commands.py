@@ -13,6 +13,7 @@ from conftest import tone, write_wav
 from deep_spectrum_extractor.backend.alexnet import LAYERS
 from deep_spectrum_extractor.backend.extractor import FrozenGraphExtractor, available_layers
 from deep_spectrum_extractor.cli import deepspectrum, extract_ds_features
+from deep_spectrum_extractor.config import load_config
 from deep_spectrum_extractor.images import spectral_matrix
 from deep_spectrum_extractor.images.figures import (FIGURE_DPI, FIGURE_SIZE, labelled_figure,
                                                     row_frequencies)
@@ -85,6 +86,8 @@ def test_both_spellings_of_every_option_parse_to_the_same_values():
              (["-nfft", "256"], ["-nfft", "256"]), (["-cmap", "magma"], ["-cm", "magma"]),
              (["-renderer", "matplotlib"], ["--renderer", "matplotlib"]),
              (["-net", "Small"], ["-en", "Small"]), (["-layer", "conv2"], ["-fl", "conv2"]),
+             (["-net", "a", "b"], ["-en", "a", "-en", "b"]),
+             (["-layer", "fc6", "a:fc7"], ["-fl", "fc6", "--feature-layer", "a:fc7"]),
              (["-batch_size", "7"], ["-bs", "7"]), (["-l", "l.csv"], ["-lf", "l.csv"]),
              (["--tc"], ["--time-continuous"]), (["-el", "x"], ["--explicit-label", "x"]),
              (["--no_timestamps"], ["-nts"]), (["--no_labels"], ["--no-labels"]),
@@ -97,8 +100,13 @@ def test_both_spellings_of_every_option_parse_to_the_same_values():
     base_classic, base_modern = ["-i", "a", "-o", "b"], ["a", "-o", "b"]
     defaults = vars(classic.parse_args(base_classic))
     assert {key: value for key, value in vars(modern.parse_args(base_modern)).items()
-            if key not in ignore} == {key: "vgg16" if key == "net" else value
-                                      for key, value in defaults.items() if key not in ignore}
+            if key not in ignore} == {key: value for key, value in defaults.items()
+                                      if key not in ignore}
+    config = load_config(None)
+    assert extract_ds_features.pairs_from_args(classic.parse_args(base_classic), config) == \
+        (("alexnet", "fc7"),)
+    assert extract_ds_features.pairs_from_args(modern.parse_args(base_modern), config) == \
+        (("vgg16", "fc2"),)
     for old, new in pairs:
         theirs = vars(classic.parse_args(base_classic + old))
         ours = vars(modern.parse_args(base_modern + new))

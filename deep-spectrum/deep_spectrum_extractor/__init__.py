@@ -6,7 +6,7 @@
 the command line.  Importing the package imports neither TensorFlow nor librosa.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def __getattr__(name):

@@ -21,11 +21,12 @@ as in the files the command writes.
 from __future__ import annotations
 
 import contextlib
+from decimal import Decimal
 import inspect
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from .config import DeepConfig, load_config
 from .errors import AudioError, ParameterError
 from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_CMAP, DEFAULT_LAYER, DEFAULT_MODE,
                        DEFAULT_NET, DEFAULT_NMEL, DEFAULT_RENDERER, DEFAULT_SCALE,
-                       FeatureSettings, RunOptions)
+                       FeatureSettings, RunOptions, network_layers)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,8 +63,13 @@ class DeepSpectrum:
     ----------
     window, hop : float, optional
         Chunking in seconds (``-t``); without them each input is one chunk.
-    start, end, mode, scale, ylim, delta, nmel, nfft, cmap, net, layer :
+    start, end, mode, scale, ylim, delta, nmel, nfft, cmap :
         As the command-line options of the same names.
+    net, layer : str or list of str
+        As ``-net`` and ``-layer``: one network and layer, or several (a layer ``LAYER``
+        for every network, ``NET:LAYER`` for one).  With more than one (network, layer)
+        pair, every picture is drawn once, each network runs once per batch, and every
+        ``process_*`` call returns a dict of DataFrames keyed by ``(net, layer)``.
     config : path, optional
         A deep.conf; the package's default otherwise.
     processes : int
@@ -80,8 +86,12 @@ class DeepSpectrum:
     Attributes
     ----------
     settings : FeatureSettings
+        With the first (network, layer) pair.
+    pairs : tuple of (str, str)
+        Every (network, layer) pair extracted.
     options : RunOptions
     model_path : Path
+        The first network's model file.
 
     Examples
     --------
@@ -93,23 +103,26 @@ class DeepSpectrum:
                  start: float = 0, end: float | None = None, mode: str = DEFAULT_MODE,
                  scale: str = DEFAULT_SCALE, ylim: int | None = None, delta: int | None = None,
                  nmel: int = DEFAULT_NMEL, nfft: int | None = None, cmap: str = DEFAULT_CMAP,
-                 net: str = DEFAULT_NET, layer: str | None = None,
+                 net: str | Sequence[str] = DEFAULT_NET,
+                 layer: str | Sequence[str] | None = None,
                  config: str | os.PathLike | None = None, processes: int = 1,
                  batch_size: int = DEFAULT_BATCH_SIZE, renderer: str = DEFAULT_RENDERER,
                  resample: int | None = None, statistics: bool = False):
         self._network = None
         deep_config = load_config(config)
-        self.settings = _feature_settings(
-            deep_config, net=net, layer=layer, window=window, hop=hop, start=start, end=end,
-            mode=mode, scale=scale, ylim=ylim, delta=delta, nmel=nmel, nfft=nfft, cmap=cmap,
-            sample_rate=resample)
+        self.pairs = _pairs(deep_config, net, layer)
+        self.settings = FeatureSettings(
+            size=deep_config.size, net=self.pairs[0][0], layer=self.pairs[0][1],
+            window=_seconds(window), hop=_seconds(hop), start=Decimal(str(start)),
+            end=_seconds(end), mode=mode, scale=scale, ylim=ylim, delta=delta, nmel=nmel,
+            nfft=nfft, cmap=cmap, sample_rate=resample)
         self.options = RunOptions(processes=processes, batch_size=batch_size, renderer=renderer)
         self.statistics = bool(statistics)
         if renderer == "numpy":
             from .images.render import verify_renderer
 
             verify_renderer()  # the installed matplotlib still draws what the renderer draws
-        self.model_path, self._network = _load_network(deep_config, self.settings)
+        self.model_path, self._network = _load_network(deep_config, self.pairs)
 
     def process_signal(self, signal: np.ndarray, sampling_rate: int, *,
                        name: str | None = None) -> pd.DataFrame:
@@ -160,15 +173,24 @@ class DeepSpectrum:
         network = self._open_network()
         if not sources:
             return
-        job = Job(sources, self.settings, self.options, statistics=self.statistics)
+        job = Job(sources, self.settings, self.options, statistics=self.statistics,
+                  networks=self.pairs)
         results = run_job(job, network).__iter__()
         with contextlib.closing(results):  # stopped early: the workers stop too
             for result in results:
                 failure = _failure(result)
-                if failure is None:
-                    yield _frame(result, self.settings, self.statistics)
-                elif errors == "raise":
-                    raise AudioError(failure)
+                if failure is not None:
+                    if errors == "raise":
+                        raise AudioError(failure)
+                    continue
+                features = np.asarray(result.features)
+                if len(self.pairs) == 1:
+                    yield _frame(result, features, self.settings, self.statistics)
+                else:
+                    yield {pair: _frame(result, features[:, columns], self.settings,
+                                        self.statistics)
+                           for pair, columns in _pair_columns(network, self.pairs,
+                                                              self.statistics).items()}
 
     def _single(self, source) -> pd.DataFrame:
         (frame,) = self._frames([source], "raise")  # run to the end: the workers exit
@@ -205,21 +227,45 @@ class DeepSpectrum:
         return f"{type(self).__name__}({arguments}){' (closed)' if self.closed else ''}"
 
 
-def _feature_settings(config: DeepConfig, *, net: str, layer: str | None,
-                     **values) -> FeatureSettings:
-    """Validated FeatureSettings for ``net`` of ``config`` (its default layer if none)."""
-    entry = config.net(net)
-    return FeatureSettings(size=config.size, net=entry.name,
-                           layer=layer or entry.default_layer or DEFAULT_LAYER, **values)
+def _seconds(value: float | None) -> Decimal | None:
+    """A number of seconds as the settings hold it (the decimal of its shortest repr)."""
+    return None if value is None else Decimal(str(value))
 
 
-def _load_network(config: DeepConfig, settings: FeatureSettings):
-    """The model file of the settings' net (built first if it can be) and its extractor."""
-    from .backend.extractor import FrozenGraphExtractor
+def _pairs(config: DeepConfig, net, layer) -> tuple[tuple[str, str], ...]:
+    """The (network, layer) pairs of ``net`` and ``layer`` (see :class:`DeepSpectrum`)."""
+    def default_layer(name: str) -> str:
+        return config.net(name).default_layer or DEFAULT_LAYER
+
+    pairs = network_layers([net] if isinstance(net, str) else list(net),
+                           [layer] if isinstance(layer, str) else layer,
+                           default_net=DEFAULT_NET, default_layer=default_layer)
+    return tuple((config.net(name).name, layer) for name, layer in pairs)
+
+
+def _load_network(config: DeepConfig, pairs):
+    """The first network's model file and the loaded networks (model files built first
+    where they can be)."""
+    from .backend.extractor import load_networks
     from .backend.networks import resolve_model
 
-    _entry, model_path = resolve_model(config, settings.net)
-    return model_path, FrozenGraphExtractor(model_path, settings.layer, gpu=config.gpu)
+    models: dict[str, tuple[Path, list[str]]] = {}
+    for net, layer in pairs:
+        models.setdefault(net, (resolve_model(config, net)[1], []))[1].append(layer)
+    network = load_networks(models, gpu=config.gpu)
+    return next(iter(models.values()))[0], network
+
+
+def _pair_columns(network, pairs, statistics: bool) -> dict:
+    """Which columns of the network's output (or of its statistics rows) each pair has."""
+    offsets, first = {}, 0
+    for pair, width in zip(network.pairs, network.widths):
+        offsets[pair] = np.arange(first, first + width)
+        first += width
+    if statistics:  # [mean..., std..., min..., max...] of all columns
+        offsets = {pair: np.concatenate([columns + block * first for block in range(4)])
+                   for pair, columns in offsets.items()}
+    return {pair: offsets[pair] for pair in pairs}
 
 
 def _check_errors(errors: str) -> None:
@@ -236,7 +282,8 @@ def _failure(result) -> str | None:
     return None
 
 
-def _frame(result, settings: FeatureSettings, statistics: bool = False) -> pd.DataFrame:
+def _frame(result, features: np.ndarray, settings: FeatureSettings,
+           statistics: bool = False) -> pd.DataFrame:
     """One input's rows as a DataFrame indexed by ``(file, start, end)`` in seconds."""
     import pandas as pd
 
@@ -247,16 +294,19 @@ def _frame(result, settings: FeatureSettings, statistics: bool = False) -> pd.Da
                                       names=INDEX_NAMES)
     from .output.writers import feature_names
 
-    columns = feature_names(result.features.shape[1], statistics=statistics)
-    return pd.DataFrame(result.features, index=index, columns=columns)
+    columns = feature_names(features.shape[1], statistics=statistics)
+    return pd.DataFrame(features, index=index, columns=columns)
 
 
-def _concat(frames: Iterable) -> pd.DataFrame:
+def _concat(frames: Iterable):
+    """One DataFrame of the inputs' frames (one per pair when they are dicts by pair)."""
     import pandas as pd
 
     frames = list(frames)
     if not frames:
         raise ParameterError("no features were extracted from the inputs")
+    if isinstance(frames[0], dict):
+        return {pair: pd.concat([each[pair] for each in frames]) for pair in frames[0]}
     return pd.concat(frames)
 
 

@@ -223,6 +223,13 @@ def worker_extractor(model: ModelRef):
     return extractor
 
 
+def worker_device(gpu: bool) -> str:
+    """Where the network runs in this worker (``CPU``, ``GPU:0 (<name>)``)."""
+    from .backend.extractor import configure_devices
+
+    return configure_devices(gpu)[0]
+
+
 def extract_range(job: RangeJob, model: ModelRef) -> RenderedRange:
     """One task: draw the positions of ``job`` and run them through the network.
 
@@ -350,6 +357,9 @@ def dask_executor(cluster, model) -> Iterator[DaskExecutor]:
     try:
         reference = _model_ref(client, model, threads=cluster.threads or single_machine_threads(),
                                ship_model=cluster.ship_model)
+        devices = sorted(set(client.run(worker_device, model.gpu).values()))
+        if devices:  # the provenance says where the workers run the network
+            model.device = devices[0] if len(devices) == 1 else f"mixed ({', '.join(devices)})"
         yield DaskExecutor(client, reference, window=cluster.window, timeout=cluster.timeout)
     finally:
         if owned:

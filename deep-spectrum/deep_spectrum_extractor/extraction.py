@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import ParameterError
@@ -69,11 +70,12 @@ def library_versions() -> dict[str, str]:
 
 
 def provenance(settings: FeatureSettings, options: RunOptions, model_path: Path,
-               model_sha256: str | None = None) -> dict:
+               model_sha256: str | None = None, device: str | None = None) -> dict:
     """How a feature file is made: everything that can change its bytes.
 
     ``batch_size`` is included because the network's float results may differ in the
-    last bits between batch shapes.
+    last bits between batch shapes; ``device`` (where the network ran: ``CPU`` or
+    ``GPU:0 (<name>)``) because a GPU's results differ from a CPU's in the last bits.
     """
     from .backend.tf import default_threads, onednn_enabled
 
@@ -84,7 +86,8 @@ def provenance(settings: FeatureSettings, options: RunOptions, model_path: Path,
                      "tensorflow_threads": default_threads(),
                      "tensorflow_onednn": onednn_enabled()},
         "network": {"file": model_path.name,
-                    "sha256": model_sha256 or file_sha256(model_path)},
+                    "sha256": model_sha256 or file_sha256(model_path),
+                    **({"device": device} if device else {})},
         "libraries": library_versions(),
     }
 
@@ -95,7 +98,9 @@ def provenance_comments(record: dict) -> list[str]:
     libraries = ", ".join(f"{key} {value}" for key, value in record["libraries"].items())
     return [f"Deep Spectrum features written by {record['tool']}",
             f"settings: {settings}",
-            f"network: {record['network']['file']} sha256={record['network']['sha256']}",
+            f"network: {record['network']['file']} sha256={record['network']['sha256']}"
+            + (f" device={record['network']['device']}" if "device" in record["network"]
+               else ""),
             f"libraries: {libraries}"]
 
 
@@ -108,7 +113,8 @@ def write_sidecar(output: Path, record: dict, report) -> Path:
     """Write the sidecar: provenance and the files done and skipped (atomically)."""
     path = sidecar_path(output)
     write_text_atomically(path, json.dumps({"provenance": record,
-                                            "summary": report.to_dict()}, indent=2) + "\n")
+                                            "summary": report.to_dict(output)},
+                                           indent=2) + "\n")
     return path
 
 
@@ -116,14 +122,16 @@ def job_record(job, model) -> dict:
     """The provenance of a job's output (:func:`provenance`; for pictures, the network
     and batch size only)."""
     if job.kind == "audio":
-        record = provenance(job.settings, job.options, model.path, model.sha256)
+        record = provenance(job.settings, job.options, model.path, model.sha256,
+                            model.device)
         if job.statistics:
             record["settings"]["file_statistics"] = True
         return record
     return {"tool": f"deep-spectrum {__version__}",
             "settings": {"input": "images", "net": job.settings.net,
                          "layer": job.settings.layer, "batch_size": job.options.batch_size},
-            "network": {"file": model.path.name, "sha256": model.sha256},
+            "network": {"file": model.path.name, "sha256": model.sha256,
+                        **({"device": model.device} if model.device else {})},
             "libraries": library_versions()}
 
 
@@ -136,7 +144,7 @@ class FeatureFile:
     disk) the part file and journal stay for ``resume``.
     """
 
-    def __init__(self, job, model, report):
+    def __init__(self, job, model, report, *, resume_at: int | None = None):
         output = job.output
         self.job, self.report, self.path = job, report, output.path
         self.record = job_record(job, model)
@@ -150,13 +158,29 @@ class FeatureFile:
                        if self.labels else None),
             "names": output.names, "statistics": job.statistics, "files": self.keys}))
         self.journal = journal_path(output.path)
-        self.state = None
+        self.state = self.resume_note = None
         if output.resume and self.journal.exists() and part_path(output.path).exists():
-            self.state = _resume_state(self.journal, self.fingerprint, files,
-                                       part_path(output.path), report)
+            self.state, self.resume_note = _resume_state(
+                self.journal, self.fingerprint, files, part_path(output.path),
+                at_most=resume_at)
+        #: Where the walk starts: the checkpoint resumed from (``resume_at`` at most).
+        self.resume_position = self.state.position if self.state else 0
         self.drops = self.state.drops if self.state else None
         self.accumulators = self.state.accumulators if self.state else []
-        self._log = self._background = self._writer = self._driver = None
+        self._log: Any = None
+        self._background: Any = None
+        self._writer: Any = None
+        self._driver: Any = None
+
+    def report_resume(self) -> None:
+        """Put what the resumed run keeps from before into the report."""
+        state, report = self.state, self.report
+        if state is not None:
+            report.done += [path for path, error in state.before if error is None]
+            report.skipped += [(path, error) for path, error in state.before
+                               if error is not None]
+            report.resumed_files, report.resumed_position = state.next_input, state.position
+        report.resume_note = self.resume_note
 
     def begin(self, driver) -> Walk:
         """Write the journal's head, open the writer; the part of the plan to walk."""
@@ -252,11 +276,13 @@ class _ResumeState:
     open_input: list | None   # [input, offset, rows, header written, fingerprint]
     drops: list
     accumulators: list        # statistics of the inputs open at the checkpoint
+    before: list              # (path, error) of the inputs done before it
 
 
-def _resume_state(journal: Path, fingerprint: dict, files: tuple, part: Path,
-                  report) -> _ResumeState | None:
-    """The last checkpoint whose inputs are unchanged and whose rows the part file holds.
+def _resume_state(journal: Path, fingerprint: dict, files: tuple, part: Path, *,
+                  at_most: int | None = None) -> tuple[_ResumeState | None, str | None]:
+    """The last checkpoint (at ``at_most`` or before) whose inputs are unchanged and
+    whose rows the part file holds, and why a later one was not taken.
 
     Everything after it is done again; None: nothing can be kept.
     """
@@ -279,6 +305,8 @@ def _resume_state(journal: Path, fingerprint: dict, files: tuple, part: Path,
             inputs[entry["input"]] = entry
     note = None
     for number, entry, done in reversed(checkpoints):
+        if at_most is not None and entry["checkpoint"] > at_most:
+            continue
         if entry["offset"] > size:
             note = (f"the part file holds {size} bytes but its journal says "
                     f"{entry['offset']}; the run goes on from an earlier point")
@@ -305,20 +333,14 @@ def _resume_state(journal: Path, fingerprint: dict, files: tuple, part: Path,
                 note = (f"the statistics kept at position {entry['checkpoint']} are missing "
                         "or damaged; the run goes on from an earlier point")
                 continue
-        for index in range(entry["next_input"]):
-            path, error = display_path(files[index]), done[index]["error"]
-            if error is None:
-                report.done.append(path)
-            else:
-                report.skipped.append((path, error))
-        report.resumed_files, report.resumed_position = entry["next_input"], entry["checkpoint"]
-        report.resume_note = note
+        before = [(display_path(files[index]), done[index]["error"])
+                  for index in range(entry["next_input"])]
         lines = [json.dumps({"fingerprint": previous})]
         lines += [json.dumps(line) for line in entries[:number + 1]]
         return _ResumeState(lines, entry["checkpoint"], entry["next_input"], entry["offset"],
-                            entry["rows"], opened, entry["drops"], accumulators)
-    report.resume_note = note
-    return None
+                            entry["rows"], opened, entry["drops"], accumulators,
+                            before), note
+    return None, note
 
 
 class _WriterThread:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,12 @@ class Output:
             index, count = self.shard
             if count < 1 or not 1 <= index <= count:
                 raise ParameterError(f"shard {index}/{count}: shards are numbered 1 to N")
+
+    def for_pair(self, net: str, layer: str) -> Output:
+        """The output of one (network, layer) pair of a job that extracts several:
+        ``<stem>.<net>.<layer><ext>`` beside :attr:`path`."""
+        name = f"{self.path.stem}.{net}.{layer}{self.path.suffix}"
+        return replace(self, path=self.path.with_name(name))
 
     @property
     def target(self) -> Path:
@@ -147,6 +153,11 @@ class Job:
     model : Path, optional
         A model file to use instead of the one ``config`` names for ``settings.net``.
     kind : {'audio', 'images'}
+    networks : sequence of (str, str)
+        Several (network, layer) pairs whose features are extracted from the same
+        pictures, each network running once per batch for all its layers; with an
+        output, each pair is written to a file of its own (:meth:`Output.for_pair`).
+        Empty: the one pair ``(settings.net, settings.layer)``.
     statistics : bool
         One row per input instead of one per chunk: the mean, standard deviation,
         minimum and maximum of every feature over the input's chunks
@@ -166,11 +177,35 @@ class Job:
     model: Path | None = None
     kind: str = "audio"
     statistics: bool = False
+    networks: Sequence[tuple[str, str]] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "networks", tuple((str(net), str(layer))
+                                                   for net, layer in self.networks))
         if self.kind not in KINDS:
             raise ParameterError(f"kind={self.kind!r} is not one of {', '.join(KINDS)}")
+        pairs = self.pairs
+        if len(set(pairs)) < len(pairs):
+            raise ParameterError(f"a (network, layer) pair is given twice: {pairs}")
+        if len(pairs) > 1 and self.model is not None:
+            raise ParameterError("a model file given for the job runs one network; it cannot "
+                                 "be used with several (network, layer) pairs")
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """The (network, layer) pairs extracted, in output order."""
+        return tuple(self.networks) or ((self.settings.net, self.settings.layer),)
+
+    def for_pair(self, net: str, layer: str) -> Job:
+        """The job of one of the pairs alone: its settings, its output file."""
+        if (net, layer) not in self.pairs:
+            raise ValueError(f"({net!r}, {layer!r}) is not a pair of this job")
+        output = self.output
+        if output is not None and len(self.pairs) > 1:
+            output = output.for_pair(net, layer)
+        return replace(self, settings=replace(self.settings, net=net, layer=layer),
+                       networks=(), output=output)
 
     def check(self) -> None:
         """Refuse what cannot work, before anything is loaded or drawn.
@@ -194,8 +229,15 @@ class Job:
         if self.statistics and self.labels is not None and self.labels.time_continuous:
             raise ParameterError("time-continuous labels (--tc) label each chunk; per-file "
                                  "statistics write one row per file")
+        if len(self.pairs) > 1 and self.cluster is not None:
+            raise ParameterError("-scheduler runs one network and layer; run the cluster job "
+                                 "once per (network, layer) pair, or extract several pairs on "
+                                 "one machine or with -shard")
         if self.output is not None:
-            self._check_output(self.output)
+            pairs = self.pairs
+            for output in ([self.output] if len(pairs) == 1 else
+                           [self.output.for_pair(net, layer) for net, layer in pairs]):
+                self._check_output(output)
         if self.labels is not None:
             unknown = self.labels.unknown(list(self._paths()))
             if unknown:
@@ -254,6 +296,7 @@ class Report:
     """
 
     output: Path | None = None
+    outputs: list[Path] = field(default_factory=list)  # one per (network, layer) pair
     rows: int = 0
     done: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
@@ -263,13 +306,17 @@ class Report:
     resume_note: str | None = None  # why fewer files than journalled were kept
     positions: tuple[int, int] | None = None  # a shard's [begin, end)
     batches: int = 0  # of the whole job (a shard)
+    device: str | None = None  # where the network ran: "CPU", "GPU:0 (<name>)"
+    gpu_missing: bool = False  # a GPU was allowed (gpu = 1) but TensorFlow saw none
 
     @property
     def resumed(self) -> bool:
         return bool(self.resumed_files or self.resumed_position or self.resume_note)
 
-    def to_dict(self) -> dict:
-        return {"output": self.output.name if self.output else None, "rows": self.rows,
+    def to_dict(self, output: Path | None = None) -> dict:
+        """What a sidecar records of the run (of ``output``, one of :attr:`outputs`)."""
+        output = output or self.output
+        return {"output": output.name if output else None, "rows": self.rows,
                 "files_done": len(self.done),
                 "files_skipped": [{"file": str(path), "reason": reason}
                                   for path, reason in self.skipped]}

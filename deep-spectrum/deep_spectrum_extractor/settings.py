@@ -9,6 +9,7 @@ README all take the closed sets of choices from here.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
@@ -148,6 +149,47 @@ class RunOptions:
         if self.renderer not in RENDERERS:
             raise ParameterError(f"-renderer={self.renderer!r} is not one of "
                                  f"{', '.join(RENDERERS)}")
+
+
+def network_layers(nets: Sequence[str] | None, layers: Sequence[str] | None, *,
+                   default_net: str, default_layer: Callable[[str], str]
+                   ) -> tuple[tuple[str, str], ...]:
+    """The (network, layer) pairs that ``-net`` and ``-layer`` ask for.
+
+    A layer is ``LAYER`` (for every network) or ``NET:LAYER`` (for that network only); a
+    network that none of the layers is for gets ``default_layer(net)``.  Without
+    ``nets``, the networks are those the ``NET:LAYER`` layers name, else ``default_net``.
+    What could mean two things is refused (ParameterError): a ``NET:LAYER`` whose network
+    ``nets`` does not give, a network or a pair given twice.
+
+    >>> network_layers(["alexnet", "vgg16"], ["fc6", "alexnet:fc7"], default_net="alexnet",
+    ...                default_layer=lambda net: "fc2")
+    (('alexnet', 'fc6'), ('alexnet', 'fc7'), ('vgg16', 'fc6'))
+    """
+    specs: list[tuple[str | None, str]] = []
+    for text in layers or ():
+        net, colon, layer = text.rpartition(":")
+        if colon and not (net and layer):
+            raise ParameterError(f"-layer {text!r}: give LAYER or NET:LAYER")
+        specs.append((net.lower() if colon else None, layer))
+    named = [net for net, _layer in specs if net is not None]
+    chosen = [net.lower() for net in nets] if nets else list(dict.fromkeys(named)) or [default_net]
+    for net in dict.fromkeys(chosen):
+        if chosen.count(net) > 1:
+            raise ParameterError(f"-net names {net} twice")
+    for owner, layer in specs:
+        if owner is not None and owner not in chosen:
+            raise ParameterError(f"-layer {owner}:{layer} is for network {owner}, which -net does "
+                                 f"not give (-net {' '.join(chosen)}); add it to -net or "
+                                 "leave the layer out")
+    pairs = []
+    for net in chosen:
+        own = [layer for owner, layer in specs if owner is None or owner == net]
+        for layer in dict.fromkeys(own):
+            if own.count(layer) > 1:
+                raise ParameterError(f"-layer asks for layer {layer} of {net} twice")
+        pairs += [(net, layer) for layer in own] or [(net, default_layer(net))]
+    return tuple(pairs)
 
 
 def _positive_int(name: str, value: object, *, optional: bool = False) -> None:

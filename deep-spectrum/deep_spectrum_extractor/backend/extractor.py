@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,19 +49,35 @@ def available_layers(path: str | os.PathLike) -> list[str]:
 
 
 class FrozenGraphExtractor:
-    """Features from one layer of a frozen graph.
+    """Features from one or more layers of a frozen graph, in one forward pass.
 
     Parameters
     ----------
     model_path : path-like
         A ``.pb`` in deep-spectrum's graph convention.
-    layer : str
-        Layer whose activations are the features; ModelError lists the available
-        layers when it does not exist.
+    layer : str or sequence of str
+        Layer(s) whose activations are the features; ModelError lists the available
+        layers when one does not exist.  With several layers, :meth:`features` returns
+        their flattened activations side by side, in the order given (:attr:`widths`
+        says how many columns each has), from a single run of the graph.
     gpu : bool
         Use a GPU when TensorFlow sees one (memory growth on); otherwise the CPU.
     threads : int or None
         TensorFlow intra-op threads; None lets TensorFlow decide.
+
+    Attributes
+    ----------
+    layers : list of str
+        Every layer the graph exposes.
+    requested : tuple of str
+        The layers :meth:`features` returns.
+    widths : tuple of int or None
+        The feature count of each requested layer (None until known: a graph whose input
+        size is not fixed tells it at the first run).
+    device : str
+        Where the graph runs: ``"CPU"`` or ``"GPU:0 (<name>)"``.
+    gpu_missing : bool
+        A GPU was allowed but TensorFlow sees none, so the graph runs on the CPU.
 
     Examples
     --------
@@ -69,18 +86,22 @@ class FrozenGraphExtractor:
     (32, 4096)
     """
 
-    def __init__(self, model_path: str | os.PathLike, layer: str, *, gpu: bool = True,
-                 threads: int | None = None):
+    def __init__(self, model_path: str | os.PathLike, layer: str | Sequence[str], *,
+                 gpu: bool = True, threads: int | None = None):
         tf = tensorflow()
 
         self.model_path = Path(model_path)
         graph_def = read_graph_def(self.model_path)
         self.layers = layer_names(node.name for node in graph_def.node)
-        if layer not in self.layers:
-            raise ModelError(f"layer {layer!r} is not in {self.model_path.name}; "
-                             f"available: {', '.join(self.layers) or 'none'}")
-        self.layer = layer
-        _configure_devices(tf, gpu)
+        self.requested = (layer,) if isinstance(layer, str) else tuple(layer)
+        if not self.requested:
+            raise ValueError("FrozenGraphExtractor needs at least one layer")
+        for name in self.requested:
+            if name not in self.layers:
+                raise ModelError(f"layer {name!r} is not in {self.model_path.name}; "
+                                 f"available: {', '.join(self.layers) or 'none'}")
+        self.layer = self.requested[0]
+        self.device, self.gpu_missing = configure_devices(gpu)
         self.graph = tf.Graph()
         with self.graph.as_default():
             try:
@@ -89,8 +110,13 @@ class FrozenGraphExtractor:
                 raise ModelError(f"model file {self.model_path} is not a valid graph: "
                                  f"{str(exc).splitlines()[0]}") from exc
             self._input = self.graph.get_tensor_by_name(f"{IMPORT_PREFIX}/{INPUT_NAME}:0")
-            output = self.graph.get_tensor_by_name(f"{IMPORT_PREFIX}/{layer}/{layer}:0")
-            self._output = tf.reshape(output, [tf.shape(output)[0], -1])
+            self._outputs, widths = [], []
+            for name in self.requested:
+                output = self.graph.get_tensor_by_name(f"{IMPORT_PREFIX}/{name}/{name}:0")
+                widths.append(_static_width(output))
+                self._outputs.append(tf.reshape(output, [tf.shape(output)[0], -1]))
+        known = tuple(width for width in widths if width is not None)
+        self.widths: tuple[int, ...] | None = known if len(known) == len(widths) else None
         config = tf.compat.v1.ConfigProto()
         config.gpu_options.allow_growth = True
         # Grappler's graph rewriting costs a full-size AlexNet 10 s and gigabytes on its
@@ -113,11 +139,15 @@ class FrozenGraphExtractor:
         Returns
         -------
         np.ndarray [shape=(n, features), dtype=float32]
+            The requested layers side by side (see :attr:`widths`).
         """
         if len(images) == 0:
             raise ValueError("features() needs at least one image")
         batch = np.asarray(images, dtype=np.float32)
-        return self.session.run(self._output, {self._input: batch})
+        outputs = self.session.run(self._outputs, {self._input: batch})
+        if self.widths is None:
+            self.widths = tuple(output.shape[1] for output in outputs)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=1)
 
     def layer_outputs(self, images: np.ndarray, layers: list[str] | None = None):
         """Unflattened outputs of several layers, in graph order.
@@ -152,13 +182,107 @@ class FrozenGraphExtractor:
         self.close()
 
 
-def _configure_devices(tf, gpu: bool) -> None:
-    """Memory growth on every GPU, or no GPU at all; silently the CPU when none exists."""
+class NetworkSet:
+    """Several networks run on the same images: their requested layers side by side.
+
+    Parameters
+    ----------
+    extractors : dict of str to FrozenGraphExtractor
+        By network name; each returns its requested layers from one run of its graph.
+
+    Attributes
+    ----------
+    pairs : tuple of (str, str)
+        The (network, layer) of each block of columns, in column order.
+    """
+
+    def __init__(self, extractors: dict[str, FrozenGraphExtractor]):
+        self.extractors = extractors
+        self.pairs = tuple((net, layer) for net, extractor in extractors.items()
+                           for layer in extractor.requested)
+        self.device = next(iter(extractors.values())).device
+        self.gpu_missing = any(each.gpu_missing for each in extractors.values())
+
+    @property
+    def widths(self) -> tuple[int, ...] | None:
+        """The feature count of each pair (None until every network's is known)."""
+        widths: list[int] = []
+        for extractor in self.extractors.values():
+            if extractor.widths is None:
+                return None
+            widths += extractor.widths
+        return tuple(widths)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """Every pair's features of ``images``, side by side [shape=(n, sum(widths))]."""
+        return np.concatenate([extractor.features(images)
+                               for extractor in self.extractors.values()], axis=1)
+
+    def close(self) -> None:
+        for extractor in self.extractors.values():
+            extractor.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def load_networks(models: Mapping[str, tuple[str | os.PathLike, Sequence[str]]], *,
+                  gpu: bool = True,
+                  threads: int | None = None) -> FrozenGraphExtractor | NetworkSet:
+    """Load the layers of each network: ``{net: (model file, layers)}``.
+
+    One network with one layer is returned as its :class:`FrozenGraphExtractor`;
+    anything more as a :class:`NetworkSet` (networks already loaded are closed when a
+    later one fails).
+    """
+    extractors: dict[str, FrozenGraphExtractor] = {}
+    try:
+        for net, (path, layers) in models.items():
+            extractors[net] = FrozenGraphExtractor(path, list(layers), gpu=gpu,
+                                                   threads=threads)
+    except BaseException:
+        for extractor in extractors.values():
+            extractor.close()
+        raise
+    (only,) = extractors.values() if len(extractors) == 1 else (None,)
+    if only is not None and len(only.requested) == 1:
+        return only
+    return NetworkSet(extractors)
+
+
+def configure_devices(gpu: bool) -> tuple[str, bool]:
+    """Memory growth on every GPU, or no GPU at all; the CPU when TensorFlow sees none.
+
+    Returns where a graph will run (``"CPU"`` or ``"GPU:0 (<name>)"``) and whether a GPU
+    was allowed but none is visible (no GPU, or no CUDA libraries for TensorFlow).
+    """
+    tf = tensorflow()
     try:
         gpus = tf.config.list_physical_devices("GPU")
+    except RuntimeError:
+        gpus = []
+    try:
         if not gpu:
             tf.config.set_visible_devices([], "GPU")
         for device in gpus:
             tf.config.experimental.set_memory_growth(device, True)
     except RuntimeError:
         pass  # devices were initialised earlier in this process; settings already fixed
+    if not gpu or not gpus:
+        return "CPU", bool(gpu and not gpus)
+    try:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
+    except (RuntimeError, ValueError):
+        name = None
+    return f"GPU:0 ({name})" if name else "GPU:0", False
+
+
+def _static_width(tensor) -> int | None:
+    """The number of columns of an output once flattened, when the graph fixes it."""
+    dimensions = tensor.shape.as_list()[1:] if tensor.shape.rank else None
+    if not dimensions or None in dimensions:
+        return None
+    return int(np.prod(dimensions))

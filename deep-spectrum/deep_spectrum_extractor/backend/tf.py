@@ -31,11 +31,23 @@ def prepare_environment() -> None:
 
 
 def tensorflow():
-    """Import TensorFlow (see :func:`prepare_environment`) with Python info logs silenced."""
+    """Import TensorFlow (see :func:`prepare_environment`) with Python info logs silenced.
+
+    The first import also lists the GPUs, so that the CUDA driver is looked for while
+    the import's noise is filtered: on a machine without one, TensorFlow's GPU build
+    says so in an error line at that moment (see ``_IMPORT_NOISE``).  Listing the
+    physical devices does not initialise them: memory growth and the visible devices can
+    still be set afterwards.
+    """
     prepare_environment()
     if "tensorflow" not in sys.modules:
         with _quiet_import_logs():
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
+
+            try:
+                tf.config.list_physical_devices("GPU")
+            except RuntimeError:
+                pass  # the caller's own listing meets it again and decides
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
@@ -44,9 +56,21 @@ def tensorflow():
 
 # Lines TensorFlow's C++ code writes while it is imported, before its logging honours
 # TF_CPP_MIN_LOG_LEVEL: absl's notice and info ("I...") lines such as "oneDNN custom
-# operations are on".  Everything else written then is passed on.
-_IMPORT_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-                           r"|I\d{4} \d\d:\d\d:\d\d)")
+# operations are on" or, from the GPU build, "Could not find cuda drivers on your machine,
+# GPU will not be used".  And the GPU build's error lines that only mean "no GPU here":
+# cuInit failing because there is no driver library (303, CUDA_ERROR_SHARED_OBJECT_INIT_FAILED
+# from TensorFlow's stub) or no device (CUDA_ERROR_NO_DEVICE), and the CUDA plugins'
+# duplicate registrations that TensorFlow 2.17-2.18 reported at every import ("Unable to
+# register cuDNN factory", "... computation placer already registered").  Everything else
+# written then, other cuInit failures included, is passed on.
+_IMPORT_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|I\d{4} \d\d:\d\d:\d\d"
+    r"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] ("
+    r"failed call to cuInit: .*(UNKNOWN ERROR \(303\)|CUDA_ERROR_NO_DEVICE\b)"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register factory for "
+    r"plugin cu(DNN|FFT|BLAS) when one has already been registered"
+    r"|computation placer already registered))")
 
 
 class _quiet_import_logs:

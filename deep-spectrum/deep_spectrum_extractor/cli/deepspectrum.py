@@ -120,7 +120,7 @@ def _plot_parser(parser):
     options.add(conf, MODERN, "np")
     options.add(conf, MODERN, "config")
     # FeatureSettings names a network; plotting never loads one
-    parser.set_defaults(run=run_plot, net=options.MODERN_NET, layer=DEFAULT_LAYER)
+    parser.set_defaults(run=run_plot, net=None, layer=None, family=MODERN)
     return parser
 
 
@@ -274,31 +274,34 @@ def run_image_features(args: argparse.Namespace, voice: Voice) -> int:
 
     started = time.monotonic()
     config = load_config(args.config)
-    entry = config.net(args.net.lower())
-    layer = args.layer or entry.default_layer or DEFAULT_LAYER
+    args.family = MODERN
+    pairs = extract_ds_features.pairs_from_args(args, config)
     files = find_image_files(args.i)
     if not files:
         raise ParameterError(f"no .png, .jpg or .jpeg files found in {args.i}")
     root = Path(args.i) if Path(args.i).is_dir() else None
     labels, files = image_labels(args, files, root)
-    job = Job(files, FeatureSettings(net=entry.name, layer=layer, size=config.size),
+    (net, layer), *_others = pairs
+    job = Job(files, FeatureSettings(net=net, layer=layer, size=config.size),
               RunOptions(processes=1, batch_size=args.batch_size),
               output=Output(args.o, timestamps=False, names="relative"), labels=labels,
-              root=root, config=config, kind="images")
+              root=root, config=config, kind="images", networks=pairs)
     with Progress(voice, len(files), "image") as progress:
         def loading():
-            voice.announce_loading(f"{len(files)} image(s)", entry, layer)
+            voice.announce_loading(f"{len(files)} image(s)", config, pairs)
             progress.start()
 
         run = run_job(job, on_load=loading)
         for result in run:
             progress.update(result)
     report = run.report
+    voice.device_note(report, config)
     if not report.committed:
         voice.say(f"no features extracted from {len(files)} image(s); {args.o} not written")
         return 1
+    written = ", ".join(str(path) for path in report.outputs)
     summary = (f"{report.rows} feature vectors from {len(report.done)} image(s) written to "
-               f"{args.o} ({time.monotonic() - started:.1f} s)")
+               f"{written} ({time.monotonic() - started:.1f} s)")
     if report.skipped:
         summary += f"; {len(report.skipped)} image(s) skipped"
     voice.say(summary)

@@ -20,7 +20,8 @@ from pathlib import Path
 from .. import __version__
 from ..config import load_config
 from ..errors import DeepSpectrumError, ParameterError, exit_status
-from ..settings import DEFAULT_LAYER, FeatureSettings, RunOptions, available_colormaps
+from ..settings import (DEFAULT_LAYER, DEFAULT_NET, FeatureSettings, RunOptions,
+                        available_colormaps, network_layers)
 from . import options
 from .report import Progress, Voice
 
@@ -94,20 +95,29 @@ def execute(args: argparse.Namespace, voice: Voice) -> int:
         return 143 if isinstance(exc, Terminated) else 130
 
 
+def pairs_from_args(args: argparse.Namespace, config) -> tuple[tuple[str, str], ...]:
+    """The (network, layer) pairs of ``-net`` and ``-layer`` (``-en``, ``-fl``)."""
+    def default_layer(net: str) -> str:
+        entry = config.nets.get(net)
+        return (entry.default_layer if entry else None) or DEFAULT_LAYER
+
+    modern = getattr(args, "family", options.CLASSIC) == options.MODERN
+    return network_layers(args.net, args.layer, default_layer=default_layer,
+                          default_net=options.MODERN_NET if modern else DEFAULT_NET)
+
+
 def settings_from_args(args: argparse.Namespace, config) -> FeatureSettings:
-    """The feature settings of a parsed command line and a loaded config."""
+    """The feature settings of a parsed command line and a loaded config (with the
+    first of its (network, layer) pairs)."""
     window, hop = args.t if args.t else (None, None)
-    layer = args.layer
-    if layer is None:
-        net = config.nets.get(args.net.lower())
-        layer = (net.default_layer if net else None) or DEFAULT_LAYER
+    ((net, layer), *_others) = pairs_from_args(args, config)
     if args.cmap not in available_colormaps():
         raise ParameterError(f"-cmap={args.cmap!r} is not a matplotlib colour map; "
                              f"available: {', '.join(available_colormaps())}")
     return FeatureSettings(mode=args.mode, scale=args.scale, window=window, hop=hop,
                            start=args.start, end=args.end, nfft=args.nfft, ylim=args.ylim,
                            delta=args.delta, nmel=args.nmel, cmap=args.cmap, size=config.size,
-                           net=args.net.lower(), layer=layer, sample_rate=args.sr)
+                           net=net, layer=layer, sample_rate=args.sr)
 
 
 def labels_from_args(args: argparse.Namespace, settings: FeatureSettings, files: list[Path],
@@ -153,7 +163,8 @@ def job_from_args(args: argparse.Namespace):
         extra=ExtraOutput(Path(args.specout) if args.specout else None,
                           Path(args.wavout) if args.wavout else None),
         cluster=Cluster(args.scheduler) if args.scheduler else None,
-        stop_on_error=args.stop_on_error, config=config, statistics=args.statistics)
+        stop_on_error=args.stop_on_error, config=config, statistics=args.statistics,
+        networks=pairs_from_args(args, config))
 
 
 def run(args: argparse.Namespace, voice: Voice) -> int:
@@ -167,8 +178,7 @@ def run(args: argparse.Namespace, voice: Voice) -> int:
         voice.say(f"checking the time-continuous labels against {len(job.inputs)} file(s)")
     with Progress(voice, len(job.inputs), "file") as progress:
         def loading():  # the job is checked: say what loads, then show progress
-            voice.announce_loading(f"{len(job.inputs)} audio file(s)",
-                                   job.config.net(job.settings.net), job.settings.layer)
+            voice.announce_loading(f"{len(job.inputs)} audio file(s)", job.config, job.pairs)
             progress.start()
 
         run = run_job(job, on_load=loading)
@@ -180,6 +190,7 @@ def run(args: argparse.Namespace, voice: Voice) -> int:
             voice.say(f"stopped at the first bad file ({stop.path}: "
                       f"{voice.words(stop.reason)}); {job.output.path} not written")
             return 1
+    voice.device_note(run.report, job.config)
     if job.output.shard is not None:
         return _shard_summary(voice, job, run.report)
     return _summary(voice, job, run.report, time.monotonic() - started)
@@ -188,7 +199,7 @@ def run(args: argparse.Namespace, voice: Voice) -> int:
 def _summary(voice: Voice, job, report, elapsed: float) -> int:
     from ..extraction import sidecar_path
 
-    output = job.output.path
+    output = ", ".join(str(path) for path in report.outputs)
     if report.resumed:
         voice.say(f"resumed; {report.resumed_files} file(s) were done before and "
                   f"{report.resumed_position} chunk(s) were not drawn again"
@@ -203,7 +214,7 @@ def _summary(voice: Voice, job, report, elapsed: float) -> int:
         summary += (f"; {len(report.skipped)} file(s) skipped: "
                     + ", ".join(str(path) for path, _ in report.skipped[:10])
                     + (" ..." if len(report.skipped) > 10 else "")
-                    + f" (all listed in {sidecar_path(output)})")
+                    + f" (all listed in {sidecar_path(report.outputs[0])})")
     voice.say(summary)
     return 1 if report.skipped else 0
 
@@ -216,8 +227,9 @@ def _shard_summary(voice: Voice, job, report) -> int:
         voice.warn(f"shard {number} of {count} gets no work: the job's {report.batches} "
                    f"batch(es) of {job.options.batch_size} chunks went to the other shards; "
                    "use fewer shards or a smaller -batch_size")
+    written = ", ".join(str(path) for path in report.outputs)
     voice.say(f"shard {number} of {count}: {report.rows} feature vectors written to "
-              f"{report.output}; join the parts with ds_merge_shards")
+              f"{written}; join the parts with ds_merge_shards")
     return 1 if report.skipped else 0
 
 

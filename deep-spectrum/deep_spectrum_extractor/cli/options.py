@@ -123,13 +123,24 @@ _OPTIONS = [
         f"{DEFAULT_RENDERER})")),
     # the network
     Option("net", ("-net",), ("-en", "--extraction-network"), dict(
-        default=DEFAULT_NET, metavar="NET", help=f"network, as named in the config file (default: "
-        f"{DEFAULT_NET})"), dict(
-        default=MODERN_NET, help=f"network, as named in the config file (default: "
-        f"{MODERN_NET}, as in DeepSpectrum 0.6.x)")),
+        nargs="+", default=None, metavar="NET",
+        help="network(s), as named in the config file; with several (-net alexnet "
+        "efficientnet_lite0) every picture is drawn once and each (network, layer) pair is "
+        f"written to <output stem>.<net>.<layer><ext> (default: {DEFAULT_NET})"), dict(
+        nargs=None, action="append",
+        help="network, as named in the config file; repeat it for several (-en vgg16 -en "
+        "resnet50): every picture is drawn once and each (network, layer) pair is written to "
+        f"<output stem>.<net>.<layer><ext> (default: {MODERN_NET}, as in DeepSpectrum "
+        "0.6.x)")),
     Option("layer", ("-layer",), ("-fl", "--feature-layer"), dict(
-        default=None, metavar="LAYER", help=f"layer whose activations are the features "
-        f"(default: the net's layer in the config file, else {DEFAULT_LAYER})")),
+        nargs="+", default=None, metavar="LAYER",
+        help="layer(s) whose activations are the features: LAYER for every network, "
+        "NET:LAYER for one (default: the net's layer in the config file, else "
+        f"{DEFAULT_LAYER})"), dict(
+        nargs=None, action="append",
+        help="layer whose activations are the features, LAYER for every network or "
+        "NET:LAYER for one; repeat it for several (default: the net's layer in the config "
+        f"file, else {DEFAULT_LAYER})")),
     Option("batch_size", ("-batch_size",), ("-bs", "--batch-size"), dict(
         type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="SIZE",
         help=f"images per network run (default: {DEFAULT_BATCH_SIZE})")),

@@ -55,13 +55,29 @@ class Voice:
             warnings.showwarning = show
             yield
 
-    def announce_loading(self, inputs: str, entry, layer: str) -> None:
+    def announce_loading(self, inputs: str, config, pairs) -> None:
         """The first line of a run: what it is about to load (that takes seconds)."""
         from ..backend.networks import BUILDERS
 
-        self.say(f"{inputs}; loading {entry.name} ({entry.path}, layer {layer})")
-        if not entry.path.exists() and entry.name in BUILDERS:
-            self.say(f"building {entry.path} from the installed weights (first use only)")
+        layers: dict[str, list[str]] = {}
+        for net, layer in pairs:
+            layers.setdefault(net, []).append(layer)
+        entries = [config.net(net) for net in layers]
+        loads = "; ".join(f"{entry.name} ({entry.path}, layer{'s' if len(names) > 1 else ''} "
+                          f"{', '.join(names)})"
+                          for entry, names in zip(entries, layers.values()))
+        self.say(f"{inputs}; loading {loads}")
+        for entry in entries:
+            if not entry.path.exists() and entry.name in BUILDERS:
+                self.say(f"building {entry.path} from the installed weights (first use only)")
+
+
+    def device_note(self, report, config) -> None:
+        """Say that the network ran on the CPU although the config allows a GPU."""
+        if report.gpu_missing:
+            self.say(f"the network ran on the CPU: gpu = 1 in {config.path}, but TensorFlow "
+                     "sees no GPU (none here, or no CUDA libraries: pipenv sync --categories "
+                     "'packages gpu'); set gpu = 0 to run on the CPU without this note")
 
 
 class Progress:

@@ -15,6 +15,12 @@ to the job's *sink*, which is where the ways of running differ:
 A sink has four steps: ``begin(driver)`` (returns the part of the plan to walk),
 ``take(event)`` (returns an input's :class:`~.work.FileFeatures` when it is complete),
 ``finish()`` and ``abort()``.
+
+A job with several (network, layer) pairs (``Job.networks``) draws every picture once
+and runs each network once per batch for all its layers; :class:`Outputs` hands each
+pair's columns to a sink of its own (the sink of ``job.for_pair(net, layer)``), so each
+file is the file a job with that pair alone writes.  Per-input statistics are computed
+per sink, on its columns.
 """
 from __future__ import annotations
 
@@ -23,11 +29,12 @@ import contextlib
 import dataclasses
 from pathlib import Path
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..errors import DeepSpectrumError
-from .driver import Driver, Finished, Rows, RunError, Walk
+from .driver import Checkpoint, Driver, Finished, Rows, RunError, Walk
 from .reader import display_path
 from .work import FileFeatures, PieceRows
 
@@ -79,7 +86,9 @@ class Run:
         self.executor = executor
         self.on_load = on_load
         self._started = False
-        self.report = Report(job.output.target if job.output else None)
+        targets = ([job.for_pair(*pair).output.target for pair in job.pairs]
+                   if job.output else [])
+        self.report = Report(targets[0] if targets else None, targets)
 
     def wait(self):
         """Run to the end; returns the report."""
@@ -102,7 +111,8 @@ class Run:
             if job.output is not None:
                 from ..output.guard import lock_output
 
-                stack.enter_context(lock_output(job.output.target))
+                for target in self.report.outputs:
+                    stack.enter_context(lock_output(target))
             yield from self._run(stack)
 
     def _run(self, stack: contextlib.ExitStack) -> Iterator[FileFeatures]:
@@ -116,12 +126,14 @@ class Run:
             executor = own = _local_executor(job)  # starts while the network loads
         if own is not None:
             stack.push(_abandon_on_error(own))
-        network, model = self._network(stack)
+        network, models = self._network(stack)
+        report.device = getattr(network, "device", None)
+        report.gpu_missing = bool(getattr(network, "gpu_missing", False))
         if job.cluster is not None:
             from ..distributed import dask_executor
 
-            executor = stack.enter_context(dask_executor(job.cluster, model))
-        sink = _sink(job, model, report)
+            executor = stack.enter_context(dask_executor(job.cluster, models[job.settings.net]))
+        sink = Outputs(job, models, report, network)
         driver = None
         if job.kind == "audio":
             driver = Driver(job, executor, network, drops=sink.drops)
@@ -130,10 +142,6 @@ class Run:
             if job.cluster is not None:
                 walk = dataclasses.replace(walk, batches_per_job=job.cluster.batches_per_task)
             events = driver.walk(walk) if driver is not None else _image_events(job, network)
-            if job.statistics:
-                from .statistics import PerInput
-
-                events = PerInput(job.settings, sink.accumulators).events(events)
             for event in events:
                 result = sink.take(event)
                 if result is None:
@@ -144,7 +152,7 @@ class Run:
                     report.skipped.append((result.path, result.error))
                 yield result
                 if job.stop_on_error and not result.ok:
-                    raise StopOnError(result.path, result.error)
+                    raise StopOnError(result.path, result.error or "")
         except BaseException as exc:
             sink.abort()
             if isinstance(exc, RunError) and job.output is not None and job.output.shard:
@@ -157,44 +165,58 @@ class Run:
             own.close()
 
     def _network(self, stack):
-        """The network that runs here (None on a cluster) and the model's description."""
+        """The network that runs here (None on a cluster) and the model of each network
+        by name (none when a loaded network was given for a job without a file)."""
         job = self.job
         if self.network is not None and job.output is None and job.cluster is None:
-            return self.network, None
-        model = _model(job)
+            return self.network, {}
+        models = {net: _model(job, net) for net, _layer in job.pairs}
         if job.cluster is not None:
             from ..backend.extractor import FrozenGraphExtractor, available_layers
 
+            model = models[job.settings.net]
             if model.layer not in available_layers(model.path):  # before any work
                 FrozenGraphExtractor(model.path, model.layer, gpu=False)  # names the layers
-            return None, model
+            return None, models
         if self.network is not None:
-            return self.network, model
-        from ..backend.extractor import FrozenGraphExtractor
+            for model in models.values():
+                model.device = getattr(self.network, "device", None)
+            return self.network, models
+        from ..backend.extractor import load_networks
 
-        network = FrozenGraphExtractor(model.path, model.layer, gpu=model.gpu)
+        layers: dict[str, list[str]] = {}
+        for net, layer in job.pairs:
+            layers.setdefault(net, []).append(layer)
+        network = load_networks({net: (models[net].path, names)
+                                 for net, names in layers.items()},
+                                gpu=models[job.settings.net].gpu)
         stack.callback(network.close)
-        return network, model
+        for model in models.values():
+            model.device = network.device
+        return network, models
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Model:
-    """The network file of a job, its layer, its SHA-256 and whether a GPU may be used."""
+    """The network file of a job, its layer, its SHA-256 and whether a GPU may be used;
+    once loaded, the device it runs on."""
 
     path: Path
     layer: str
     gpu: bool
     sha256: str
+    device: str | None = None
 
 
-def _model(job) -> Model:
+def _model(job, net: str) -> Model:
     from ..backend.networks import resolve_model
     from ..config import load_config
     from ..extraction import file_sha256
 
     config = job.config or load_config(None)
-    path = job.model or resolve_model(config, job.settings.net)[1]
-    return Model(Path(path), job.settings.layer, config.gpu, file_sha256(path))
+    path = job.model or resolve_model(config, net)[1]
+    layer = next(layer for name, layer in job.pairs if name == net)
+    return Model(Path(path), layer, config.gpu, file_sha256(path))
 
 
 def _local_executor(job):
@@ -214,7 +236,7 @@ def _abandon_on_error(executor):
     return exit_
 
 
-def _sink(job, model, report):
+def _sink(job, model, report, *, resume_at: int | None = None):
     if job.output is None:
         return Frames(job)
     if job.output.shard is not None:
@@ -223,7 +245,93 @@ def _sink(job, model, report):
         return ShardFile(job, model, report)
     from ..extraction import FeatureFile
 
-    return FeatureFile(job, model, report)
+    return FeatureFile(job, model, report, resume_at=resume_at)
+
+
+class Outputs:
+    """The sinks of a job, one per (network, layer) pair written (one without a file).
+
+    Every event goes to each sink with that sink's columns of the features (the network
+    returns all pairs side by side, :attr:`widths` of ``network``), through the sink's
+    per-input statistics when the job asks for them.  The sinks agree on where the walk
+    begins: resumed feature files go back to the latest checkpoint they all hold.
+    """
+
+    def __init__(self, job, models: dict, report, network=None):
+        self.network = network
+        pairs = job.pairs if job.output is not None else job.pairs[:1]
+        jobs = [job.for_pair(*pair) for pair in pairs]
+        self.pairs = pairs if len(pairs) > 1 else None
+        sinks = [_sink(each, models.get(each.settings.net), report) for each in jobs]
+        starts = [getattr(sink, "resume_position", 0) for sink in sinks]
+        while len(set(starts)) > 1:  # killed between the journal lines of two files
+            first = min(starts)
+            sinks = [sink if start == first else _sink(each, models[each.settings.net], report,
+                                                        resume_at=first)
+                     for sink, start, each in zip(sinks, starts, jobs)]
+            starts = [sink.resume_position for sink in sinks]
+        if sinks and hasattr(sinks[0], "report_resume"):
+            sinks[0].report_resume()
+        self.sinks = sinks
+        self.statistics: list[Any] = [None] * len(sinks)
+        if job.statistics:
+            from .statistics import PerInput
+
+            self.statistics = [PerInput(job.settings, sink.accumulators) for sink in sinks]
+        self.drops = sinks[0].drops
+        self._columns: list | None = None
+
+    def begin(self, driver) -> Walk:
+        walks = [sink.begin(driver) for sink in self.sinks]
+        if any(walk != walks[0] for walk in walks):
+            raise RuntimeError(f"the outputs of one job start at different points: {walks}")
+        return walks[0]
+
+    def take(self, event) -> FileFeatures | None:
+        result = None
+        for number, (sink, statistics) in enumerate(zip(self.sinks, self.statistics)):
+            part = self._part(event, number)
+            for item in statistics.take(part) if statistics else (part,):
+                outcome = sink.take(item)
+                if number == 0 and outcome is not None:
+                    result = outcome
+        return result
+
+    def _part(self, event, number: int):
+        """``event`` as sink ``number`` sees it: its own copy, with its columns."""
+        if self.pairs is None:
+            return event
+        if isinstance(event, Rows):
+            if self._columns is None:
+                self._columns = self._pair_columns()
+            rows = event.rows
+            if rows.features is None:
+                raise ValueError("rows reach the outputs with their features")
+            return Rows(dataclasses.replace(rows, features=np.ascontiguousarray(
+                rows.features[:, self._columns[number]])))
+        if isinstance(event, Checkpoint):
+            return dataclasses.replace(event)
+        return event
+
+    def _pair_columns(self) -> list[slice]:
+        """Where each pair's features lie in the network's output."""
+        widths = getattr(self.network, "widths", None)
+        if widths is None:
+            raise RuntimeError("the feature widths of a job with several pairs come from "
+                               "its network, which has not run")
+        offsets, first = {}, 0
+        for pair, width in zip(self.network.pairs, widths):
+            offsets[pair] = slice(first, first + width)
+            first += width
+        return [offsets[pair] for pair in self.pairs or ()]
+
+    def finish(self) -> None:
+        for sink in self.sinks:
+            sink.finish()
+
+    def abort(self) -> None:
+        for sink in self.sinks:
+            sink.abort()
 
 
 class Frames:

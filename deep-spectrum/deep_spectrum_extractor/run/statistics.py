@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -88,8 +88,8 @@ class Accumulator:
 class PerInput:
     """Turns the driver's chunk rows into one statistics row per input.
 
-    Iterate :meth:`events` over the driver's events: every input's rows are folded into
-    an :class:`Accumulator`; when the input is finished without error, one
+    Hand it the driver's events one by one (:meth:`take`): every input's rows are folded
+    into an :class:`Accumulator`; when the input is finished without error, one
     :class:`~.driver.Rows` event with its statistics row comes before its
     :class:`~.driver.Finished`.  A :class:`~.driver.Checkpoint` carries copies of the
     accumulators of the inputs still open as ``accumulators``, so that a resumed run can
@@ -100,22 +100,22 @@ class PerInput:
         self.settings = settings
         self.open: dict[int, Accumulator] = {item.index: item for item in state}
 
-    def events(self, events) -> Iterator:
-        for event in events:
-            if isinstance(event, Rows):
-                self._add(event.rows)
-                continue
-            if isinstance(event, Finished):
-                done = self.open.pop(event.index, None)
-                if event.error is None and done is not None:
-                    yield Rows(PieceRows(event.index, 0, 1, 0, [done.first], [done.span],
-                                         done.row()))
-            elif isinstance(event, Checkpoint):
-                event.accumulators = [dataclasses.replace(
-                    item, mean=item.mean.copy(), m2=item.m2.copy(),
-                    minimum=item.minimum.copy(), maximum=item.maximum.copy())
-                    for item in self.open.values()]
-            yield event
+    def take(self, event) -> list:
+        """The events that ``event`` (the next of the driver's) turns into."""
+        if isinstance(event, Rows):
+            self._add(event.rows)
+            return []
+        if isinstance(event, Finished):
+            done = self.open.pop(event.index, None)
+            if event.error is None and done is not None:
+                return [Rows(PieceRows(event.index, 0, 1, 0, [done.first], [done.span],
+                                       done.row())), event]
+        elif isinstance(event, Checkpoint):
+            event.accumulators = [dataclasses.replace(
+                item, mean=item.mean.copy(), m2=item.m2.copy(),
+                minimum=item.minimum.copy(), maximum=item.maximum.copy())
+                for item in self.open.values()]
+        return [event]
 
     def _add(self, rows: PieceRows) -> None:
         start, features = self.settings.start, rows.features
