@@ -25,6 +25,7 @@ per sink, on its columns.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 from pathlib import Path
@@ -170,18 +171,34 @@ class Run:
         job = self.job
         if self.network is not None and job.output is None and job.cluster is None:
             return self.network, {}
+        from ..extraction import file_sha256
+
         models = {net: _model(job, net) for net, _layer in job.pairs}
+        # the model files' SHA-256 in a thread while TensorFlow loads (hashlib and file
+        # reads let other threads run): a full-size AlexNet's takes half a second
+        hashing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-hash")
+        hashes = {net: hashing.submit(file_sha256, model.path) for net, model in models.items()}
+        hashing.shutdown(wait=False)
+        try:
+            network = self._load(stack, models)
+        finally:
+            for net, model in models.items():
+                model.sha256 = hashes[net].result()
+        return network, models
+
+    def _load(self, stack, models):
+        job = self.job
         if job.cluster is not None:
             from ..backend.extractor import FrozenGraphExtractor, available_layers
 
             model = models[job.settings.net]
             if model.layer not in available_layers(model.path):  # before any work
                 FrozenGraphExtractor(model.path, model.layer, gpu=False)  # names the layers
-            return None, models
+            return None
         if self.network is not None:
             for model in models.values():
                 model.device = getattr(self.network, "device", None)
-            return self.network, models
+            return self.network
         from ..backend.extractor import load_networks
 
         layers: dict[str, list[str]] = {}
@@ -193,30 +210,29 @@ class Run:
         stack.callback(network.close)
         for model in models.values():
             model.device = network.device
-        return network, models
+        return network
 
 
 @dataclasses.dataclass
 class Model:
-    """The network file of a job, its layer, its SHA-256 and whether a GPU may be used;
+    """The network file of a job, its layer, whether a GPU may be used, its SHA-256 and,
     once loaded, the device it runs on."""
 
     path: Path
     layer: str
     gpu: bool
-    sha256: str
+    sha256: str = ""
     device: str | None = None
 
 
 def _model(job, net: str) -> Model:
     from ..backend.networks import resolve_model
     from ..config import load_config
-    from ..extraction import file_sha256
 
     config = job.config or load_config(None)
     path = job.model or resolve_model(config, net)[1]
     layer = next(layer for name, layer in job.pairs if name == net)
-    return Model(Path(path), layer, config.gpu, file_sha256(path))
+    return Model(Path(path), layer, config.gpu)
 
 
 def _local_executor(job):

@@ -303,16 +303,32 @@ def _write_side_outputs(extra: ExtraOutput, relative: Path, chunk, sample_rate: 
             soundfile.write(target, chunk.samples, sample_rate)
 
 
+#: How much lower than the network's process a worker's scheduling priority is (``nice``).
+WORKER_NICENESS = 10
+
+
 def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy") -> None:
-    """Prepare a worker: one BLAS thread (it runs beside TensorFlow) and a first plot.
+    """Prepare a worker: a lower priority and one BLAS thread (it runs beside
+    TensorFlow), and a first plot.
+
+    On a CPU the network sets the pace, and its threads wait for each other at every
+    layer: a worker that takes a core from one of them slows all of them.  At
+    :data:`WORKER_NICENESS` the workers draw when a core is free (between layers and
+    batches, or while the network waits for pictures, which gives them the cores back).
 
     librosa loads its submodules lazily, so the first spectral matrix of a process costs
     about two seconds; drawing one synthetic chunk with the run's settings
     (:func:`warm_up`) pays that (and fills the filter-bank caches) while the network
     loads, not on the first file.
     """
+    import os
+
     from threadpoolctl import threadpool_limits
 
+    try:
+        os.nice(WORKER_NICENESS)
+    except (AttributeError, OSError):  # not POSIX, or not permitted: the default priority
+        pass
     threadpool_limits(1)
     import soundfile  # noqa: F401
 
