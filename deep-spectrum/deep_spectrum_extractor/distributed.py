@@ -328,6 +328,9 @@ class DaskExecutor:
         if futures:
             self.client.cancel(list(futures))
 
+    def release(self, future) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

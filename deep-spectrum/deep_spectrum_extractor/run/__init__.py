@@ -20,12 +20,12 @@ __all__ = ["Driver", "ExtraOutput", "FileFeatures", "Inline", "LocalProcesses", 
 
 
 def start_executor(processes: int, settings: FeatureSettings | None = None,
-                   renderer: str = "numpy"):
+                   renderer: str = "numpy", batch_size: int | None = None):
     """Where the images are drawn: this process (``processes=1``) or that many workers,
     started now (each draws one warm-up plot with ``settings``), e.g. while the network
-    loads."""
+    loads; with ``batch_size``, they draw into memory shared with this process."""
     if processes == 1:
         return Inline()
     if settings is not None:
         warm_up(settings, renderer)  # compiled here once, loaded by the workers
-    return LocalProcesses(processes, settings, renderer)
+    return LocalProcesses(processes, settings, renderer, batch_size=batch_size)

@@ -220,6 +220,7 @@ class Driver:
             attach_features(rendered, run_network(self.network, rendered.images,
                                                   batch_size=self.batch_size))
             rendered.images = None
+        self.executor.release(handle)  # its pictures are used
         self.held.extend(rendered.rows)
         self.confirmed = end
 

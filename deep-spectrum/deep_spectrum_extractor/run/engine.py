@@ -240,7 +240,8 @@ def _local_executor(job):
         return None
     from . import start_executor
 
-    return start_executor(job.options.processes, job.settings, job.options.renderer)
+    return start_executor(job.options.processes, job.settings, job.options.renderer,
+                          job.options.batch_size)
 
 
 def _abandon_on_error(executor):

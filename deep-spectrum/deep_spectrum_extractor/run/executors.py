@@ -13,11 +13,22 @@ An executor takes :class:`~.work.RangeJob` objects and gives back
   extracts on the workers of a Dask cluster (``runs_network`` is True there).
 
 ``window`` is how many jobs may be in flight: enough to keep the workers busy, few
-enough to bound memory (each job holds one batch of images).
+enough to bound memory (each job holds one batch of images).  ``release(handle)`` is
+called once the images of a result have been through the network.
+
+Local workers draw into :class:`SharedPictures`, memory the pool shares with them, so
+that a batch of pictures reaches the network without being pickled, piped and copied.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import mmap
+import os
+import threading
+import weakref
+
+import numpy as np
 
 from ..settings import FeatureSettings
 from ..workers import WorkerPool
@@ -41,10 +52,71 @@ class Inline:
     def cancel(self, handles) -> None:
         pass
 
+    def release(self, handle) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
     abandon = close
+
+
+class SharedPictures:
+    """Slots of pictures in memory shared with the worker processes (Linux).
+
+    An anonymous memory file (``memfd_create``): it has no name to leak, and it is
+    freed when the last process holding it ends, however the run ends.  Its descriptor
+    reaches a worker when the worker is spawned (the pool's initializer arguments), so
+    an object of this class can be pickled only then.
+
+    Parameters
+    ----------
+    slots : int
+    capacity : int
+        Pictures per slot (a job's positions).
+    size : int
+        Picture width and height.
+    """
+
+    def __init__(self, slots: int, capacity: int, size: int, *, fd: int | None = None):
+        self.slots, self.capacity, self.size = slots, capacity, size
+        length = slots * capacity * size * size * 3
+        self._fd = fd if fd is not None else os.memfd_create("deep-spectrum-pictures",
+                                                             os.MFD_CLOEXEC)
+        if fd is None:
+            os.ftruncate(self._fd, length)
+        # the descriptor is closed with this object; the mapping lasts as long as a view
+        self._closed = weakref.finalize(self, os.close, self._fd)
+        self.pictures = np.frombuffer(mmap.mmap(self._fd, length), np.uint8).reshape(
+            slots, capacity, size, size, 3)
+
+    @classmethod
+    def create(cls, slots: int, capacity: int, size: int) -> SharedPictures | None:
+        """The buffer, or None where memory files are not available (not Linux)."""
+        if not hasattr(os, "memfd_create"):
+            return None
+        try:
+            return cls(slots, capacity, size)
+        except OSError:
+            return None
+
+    def slot(self, number: int) -> np.ndarray:
+        return self.pictures[number]
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+
+        return (_attach_pictures, (reduction.DupFd(self._fd), self.slots, self.capacity,
+                                   self.size))
+
+    def close(self) -> None:
+        """Close the descriptor; the memory is freed once no process maps it (here: when
+        the last view of it is gone)."""
+        self._closed()
+
+
+def _attach_pictures(duplicate, slots: int, capacity: int, size: int) -> SharedPictures:
+    return SharedPictures(slots, capacity, size, fd=duplicate.detach())
 
 
 class LocalProcesses:
@@ -56,6 +128,9 @@ class LocalProcesses:
     settings : FeatureSettings, optional
         Each worker draws one warm-up plot with them when it starts.
     renderer : str
+    batch_size : int, optional
+        Positions per job: with it (and ``settings``), the workers draw into
+        :class:`SharedPictures` of one slot per job in flight.
     pool : WorkerPool, optional
         Workers started already (e.g. while the network loaded), with init_worker.
     """
@@ -63,26 +138,53 @@ class LocalProcesses:
     runs_network = False
 
     def __init__(self, processes: int, settings: FeatureSettings | None = None,
-                 renderer: str = "numpy", *, pool: WorkerPool | None = None):
+                 renderer: str = "numpy", *, batch_size: int | None = None,
+                 pool: WorkerPool | None = None):
         self.processes = processes
         self.window = processes + 2
-        self._initargs = (settings, renderer)
+        self._settings, self._renderer, self._batch_size = settings, renderer, batch_size
+        self._lock = threading.Lock()
+        self._shared: SharedPictures | None = None
+        self._free: list[int] = []
         self._pool = pool or self._start()
 
     def _start(self) -> WorkerPool:
-        pool = WorkerPool(self.processes, init_worker, self._initargs)
+        """A new pool (with a new shared buffer: a worker of an abandoned pool may still
+        be drawing into the old one)."""
+        self._close_shared()
+        if self._settings is not None and self._batch_size is not None:
+            # a slot per job in flight, and as many for jobs dropped but still drawn
+            self._shared = SharedPictures.create(2 * self.window, self._batch_size,
+                                                 self._settings.size)
+        self._free = list(range(self._shared.slots)) if self._shared else []
+        pool = WorkerPool(self.processes, init_worker,
+                          (self._settings, self._renderer, self._shared))
         pool.start_all()
         return pool
 
     def submit(self, job: RangeJob):
-        return job, self._pool, self._pool.submit(render_range, job)
+        slot = None
+        if self._shared is not None and job.end - job.begin <= self._shared.capacity:
+            with self._lock:
+                slot = self._free.pop() if self._free else None
+        if slot is not None:
+            job = dataclasses.replace(job, slot=slot)
+        return job, self._pool, self._pool.submit(render_range, job), self._shared, slot
 
     def result(self, handle) -> RenderedRange:
-        job, pool, future = handle
+        job, pool, future, shared, slot = handle
         try:
-            return future.result()
+            rendered = future.result()
         except concurrent.futures.process.BrokenProcessPool:
-            pass
+            self.release(handle)
+        else:
+            if rendered.slot is None:
+                self.release(handle)  # failures: nothing was left in the slot
+            else:
+                rendered.images = shared.slot(slot)[:sum(rows.stop - rows.start
+                                                         for rows in rendered.rows)]
+            return rendered
+        job = dataclasses.replace(job, slot=None)
         # Every job in flight failed with the pool; which one killed it is unknown.  Start
         # a new pool (once), run each such job alone, and blame it only if it breaks
         # that one too.
@@ -100,17 +202,35 @@ class LocalProcesses:
         self._pool = self._start()
 
     def cancel(self, handles) -> None:
-        """Forget these jobs: their results are dropped when they come.
+        """Forget these jobs: their results are dropped when they come (and their slots
+        are free again once their workers are done with them).
 
         They are not cancelled one by one: Python 3.11's pool fails (its manager thread
         dies and the run hangs) when it breaks or is abandoned while holding a future
         cancelled that way.
         """
+        for handle in handles:
+            handle[2].add_done_callback(lambda _future, handle=handle: self.release(handle))
+
+    def release(self, handle) -> None:
+        """The pictures of ``handle`` are used: its slot may take another job."""
+        _job, _pool, _future, shared, slot = handle
+        if slot is not None and shared is self._shared:
+            with self._lock:
+                if slot not in self._free:
+                    self._free.append(slot)
 
     def close(self) -> None:
         """Let the workers exit (the run is done)."""
         self._pool.shutdown(wait=False)
+        self._close_shared()
 
     def abandon(self) -> None:
         """Stop the workers at once (the run was interrupted or failed)."""
         self._pool.abandon()
+        self._close_shared()
+
+    def _close_shared(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None

@@ -88,7 +88,11 @@ class PieceAudio:
 
 @dataclass(frozen=True)
 class RangeJob:
-    """Positions ``[begin, end)`` of a run: everything needed to draw (and extract) them."""
+    """Positions ``[begin, end)`` of a run: everything needed to draw (and extract) them.
+
+    ``slot``: the slot of the worker's shared picture buffer to draw into
+    (:class:`~.executors.SharedPictures`), None to return the pictures with the result.
+    """
 
     begin: int
     end: int
@@ -97,6 +101,7 @@ class RangeJob:
     batch_size: int
     renderer: str = "numpy"
     extra: ExtraOutput = ExtraOutput()
+    slot: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,11 @@ class PieceRows:
 
 @dataclass
 class RenderedRange:
-    """The images (or features) of a :class:`RangeJob` in position order, or its failures."""
+    """The images (or features) of a :class:`RangeJob` in position order, or its failures.
+
+    ``slot``: the images were drawn into that slot of the shared picture buffer
+    (``images`` is None until the executor puts the slot's view there).
+    """
 
     begin: int
     end: int
@@ -131,6 +140,7 @@ class RenderedRange:
     rows: list[PieceRows] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     features: np.ndarray | None = None
+    slot: int | None = None
 
 
 def error_text(exc: BaseException) -> str:
@@ -154,7 +164,8 @@ def render_range(job: RangeJob) -> RenderedRange:
         ``images`` [shape=(end - begin, size, size, 3), uint8].
     """
     size = job.batch_size
-    blocks, rows, failures = [], [], []
+    shared = None if job.slot is None else _shared_slot(job.slot)
+    blocks, rows, failures, drawn = [], [], [], 0
     for piece in job.pieces:
         start = piece.start
         while start < piece.stop:
@@ -164,7 +175,9 @@ def render_range(job: RangeJob) -> RenderedRange:
             try:
                 images = render_chunks(chunks, piece.sample_rate, piece.nfft, job.settings,
                                        renderer=job.renderer, relative=piece.relative,
-                                       extra=job.extra)
+                                       extra=job.extra,
+                                       out=None if shared is None else
+                                       shared[drawn:drawn + len(chunks)])
             except OutputError:
                 raise
             except Exception as exc:  # one odd input must not stop a corpus-wide run
@@ -173,6 +186,7 @@ def render_range(job: RangeJob) -> RenderedRange:
                 failures.append(Failure(piece.index, segments, error_text(exc)))
             else:
                 blocks.append(images)
+                drawn += len(chunks)
                 rows.append(PieceRows(piece.index, start, stop,
                                       piece.position + start - piece.start,
                                       [chunk.timestamp for chunk in chunks],
@@ -181,9 +195,22 @@ def render_range(job: RangeJob) -> RenderedRange:
             start = stop
     if failures:
         return RenderedRange(job.begin, job.end, None, failures=failures)
+    if shared is not None:  # the pictures are in the slot, not in the result
+        return RenderedRange(job.begin, job.end, None, rows, slot=job.slot)
     shape = (0, job.settings.size, job.settings.size, 3)
     images = np.concatenate(blocks) if blocks else np.empty(shape, np.uint8)
     return RenderedRange(job.begin, job.end, images, rows)
+
+
+#: The shared picture buffer of this worker process (set by :func:`init_worker`).
+_SHARED: list = []
+
+
+def _shared_slot(slot: int) -> np.ndarray:
+    """Slot ``slot`` of this worker's shared picture buffer [shape=(capacity, s, s, 3)]."""
+    if not _SHARED:
+        raise RuntimeError("a job asks for a shared slot in a process without the buffer")
+    return _SHARED[0].slot(slot)
 
 
 def run_network(network, images: np.ndarray, *, batch_size: int) -> np.ndarray:
@@ -247,10 +274,13 @@ def _drawing_function(renderer: str):
 
 def render_chunks(chunks, sample_rate: int, nfft: int, settings: FeatureSettings, *,
                   renderer: str = "numpy", relative: Path | None = None,
-                  extra: ExtraOutput = ExtraOutput()) -> np.ndarray:
-    """Images of ``chunks`` [shape=(n, size, size, 3), uint8], with their side outputs."""
+                  extra: ExtraOutput = ExtraOutput(),
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """Images of ``chunks`` [shape=(n, size, size, 3), uint8], with their side outputs
+    (drawn into ``out`` when given)."""
     draw = _drawing_function(renderer)
-    images = np.empty((len(chunks), settings.size, settings.size, 3), dtype=np.uint8)
+    images = out if out is not None else np.empty(
+        (len(chunks), settings.size, settings.size, 3), dtype=np.uint8)
     for position, chunk in enumerate(chunks):
         matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
                                  ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
@@ -307,7 +337,8 @@ def _write_side_outputs(extra: ExtraOutput, relative: Path, chunk, sample_rate: 
 WORKER_NICENESS = 10
 
 
-def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy") -> None:
+def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy",
+                shared=None) -> None:
     """Prepare a worker: a lower priority and one BLAS thread (it runs beside
     TensorFlow), and a first plot.
 
@@ -320,6 +351,9 @@ def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy"
     about two seconds; drawing one synthetic chunk with the run's settings
     (:func:`warm_up`) pays that (and fills the filter-bank caches) while the network
     loads, not on the first file.
+
+    ``shared``: the pool's :class:`~.executors.SharedPictures`, which jobs with a slot
+    draw into.
     """
     import os
 
@@ -330,6 +364,7 @@ def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy"
     except (AttributeError, OSError):  # not POSIX, or not permitted: the default priority
         pass
     threadpool_limits(1)
+    _SHARED[:] = [shared] if shared is not None else []
     import soundfile  # noqa: F401
 
     if settings is not None:
