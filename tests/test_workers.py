@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from deep_spectrum_extractor import run
 from deep_spectrum_extractor.job import Job
 from deep_spectrum_extractor.run import work
 from deep_spectrum_extractor.run.executors import WORKER_DIED, LocalProcesses
-from deep_spectrum_extractor.run.work import Failure, PieceAudio, RangeJob
+from deep_spectrum_extractor.run.work import Failure, PieceAudio, RangeJob, render_range
 from deep_spectrum_extractor.images.spectral import mel_filter_bank
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 from deep_spectrum_extractor.workers import WorkerPool
@@ -171,6 +172,38 @@ def test_a_range_that_kills_its_worker_fails_its_input_and_the_run_goes_on():
     # tried once more alone on a fresh worker, which it kills too: its input fails
     assert killed.images is None
     assert killed.failures == [Failure(1, range(1 << 62), WORKER_DIED)]
+
+
+def test_workers_draw_into_shared_memory_what_they_would_return_and_slots_are_reused():
+    samples = tone(3.0, frequency=500.0, seed=3)
+    settings = FeatureSettings(window=Decimal(1), hop=Decimal("0.5"), mode="mel")
+    piece = PieceAudio(0, 0, 5, 0, Path("a.wav"), samples, 0, len(samples), 16000, 8000,
+                       16000, 512, tuple(Decimal(n) / 2 for n in range(5)))
+    job = RangeJob(0, 5, (piece,), settings, 8)
+    expected = render_range(job).images
+    executor = LocalProcesses(2, settings, batch_size=8)
+    try:
+        assert executor._shared is not None and executor._shared.slots == 2 * executor.window
+        seen = set()
+        for _round in range(3 * executor.window):  # more jobs than slots, one at a time
+            handle = executor.submit(job)
+            rendered = executor.result(handle)
+            assert rendered.slot is not None and rendered.images.shape == (5, 227, 227, 3)
+            assert np.array_equal(rendered.images, expected)
+            seen.add(rendered.slot)
+            executor.release(handle)
+        # dropped jobs give their slots back once their workers are done with them
+        handles = [executor.submit(job) for _ in range(executor.window)]
+        executor.cancel(handles)
+        for handle in handles:
+            handle[2].result()
+        deadline = time.monotonic() + 5  # the callbacks run just after the results are set
+        while len(executor._free) < executor._shared.slots and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(executor._free) == list(range(executor._shared.slots))
+    finally:
+        executor.abandon()
+    assert len(seen) == 1  # the released slot is taken again
 
 
 def test_abandoning_local_processes_stops_busy_workers_at_once():
