@@ -53,6 +53,21 @@ def count_frames_read(monkeypatch) -> list[int]:
     return reads
 
 
+def count_chunks_drawn(monkeypatch) -> list:
+    """From now on, every chunk drawn in this process, appended to the list returned."""
+    from deep_spectrum_extractor.run import work
+
+    drawn: list = []
+    original = work.render_chunks
+
+    def counting(chunks, *args, **kwargs):
+        drawn.extend(chunks)
+        return original(chunks, *args, **kwargs)
+
+    monkeypatch.setattr(work, "render_chunks", counting)
+    return drawn
+
+
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory) -> Path:
     """AlexNet's topology with few channels and random weights, as a frozen .pb."""

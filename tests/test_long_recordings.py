@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import count_frames_read, tone, write_wav
+from conftest import count_chunks_drawn, count_frames_read, tone, write_wav
 from deep_spectrum_extractor.job import Job
 from deep_spectrum_extractor.run import run_job
-from deep_spectrum_extractor.run import work
 from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 from test_robustness import cli, start_cli
 
@@ -74,14 +73,7 @@ def test_a_long_recording_killed_part_way_resumes_to_the_same_bytes(long_recordi
     assert not out.exists()
     assert checkpoints[-1]["next_input"] == 0  # the only input was not finished
 
-    drawn = []
-    render = work.render_chunks
-
-    def counting(chunks, *args, **kwargs):
-        drawn.extend(chunk.index for chunk in chunks)
-        return render(chunks, *args, **kwargs)
-
-    monkeypatch.setattr(work, "render_chunks", counting)
+    drawn = count_chunks_drawn(monkeypatch)
     capsys.readouterr()
     assert cli(*args, "-o", out, "--resume") == 0
     err = capsys.readouterr().err
@@ -89,4 +81,4 @@ def test_a_long_recording_killed_part_way_resumes_to_the_same_bytes(long_recordi
     done = int(err.split(" chunk(s) were not drawn again")[0].rsplit(" ", 1)[1])
     assert done >= total // 5 and done % 16 == 0
     # only the batches after the checkpoint were drawn again, each chunk once
-    assert sorted(drawn) == list(range(done, total))
+    assert sorted(chunk.index for chunk in drawn) == list(range(done, total))

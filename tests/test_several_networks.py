@@ -9,7 +9,7 @@ import pytest
 
 from deep_spectrum_extractor.backend.extractor import NetworkSet, load_networks
 from deep_spectrum_extractor.run import run_job
-from deep_spectrum_extractor.run import work
+from conftest import count_chunks_drawn
 from test_robustness import cli
 
 PAIRS = (("small", "fc6"), ("small", "fc7"), ("second", "conv5"))
@@ -53,14 +53,7 @@ def _sidecar(path: Path) -> dict:
                                            (".parquet", ())])
 def test_two_networks_and_three_pairs_write_three_files_each_as_the_pair_alone(
         corpus, two_networks, tmp_path, monkeypatch, suffix, extra):
-    drawn = []
-    render = work.render_chunks
-
-    def counting(chunks, *args, **kwargs):
-        drawn.extend(chunks)
-        return render(chunks, *args, **kwargs)
-
-    monkeypatch.setattr(work, "render_chunks", counting)
+    drawn = count_chunks_drawn(monkeypatch)
     out = tmp_path / f"features{suffix}"
     assert cli("-i", corpus, "-o", out, *CHUNKS, "-config", two_networks,
                "-net", "small", "second", "-layer", "small:fc6", "small:fc7", "second:conv5",
