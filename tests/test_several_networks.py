@@ -267,3 +267,29 @@ def test_shards_of_a_pass_merge_per_pair_into_the_files_of_the_pair_alone(
         merged = tmp_path / f"merged.{net}.{layer}.arff"
         assert merge(["-o", str(merged), *map(str, shards)]) == 0
         assert merged.read_bytes() == (reference.parent / f"f.{net}.{layer}.arff").read_bytes()
+
+
+def test_image_features_of_several_pairs_equal_each_pair_alone(two_networks, tmp_path):
+    from PIL import Image
+
+    from deep_spectrum_extractor.cli import deepspectrum
+
+    pictures = tmp_path / "pictures"
+    rng = np.random.default_rng(5)
+    for label in ("a", "b"):
+        for number in range(3):
+            path = pictures / label / f"{label}{number}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (227, 227, 3), dtype=np.uint8)).save(path)
+    common = ["image-features", str(pictures), "-c", str(two_networks), "-bs", "4"]
+    out = tmp_path / "both" / "f.csv"
+    out.parent.mkdir()
+    assert deepspectrum.main([*common, "-o", str(out), "-en", "small", "-en", "second",
+                              "-fl", "small:fc6", "-fl", "fc7"]) == 0
+    written = sorted(path.name for path in out.parent.glob("*.csv"))
+    assert written == ["f.second.fc7.csv", "f.small.fc6.csv", "f.small.fc7.csv"]
+    for name in written:
+        _stem, net, layer, _ext = name.split(".")
+        alone = tmp_path / f"{net}.{layer}.csv"
+        assert deepspectrum.main([*common, "-o", str(alone), "-en", net, "-fl", layer]) == 0
+        assert (out.parent / name).read_bytes() == alone.read_bytes(), name
