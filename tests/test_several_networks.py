@@ -140,6 +140,9 @@ class _StopAfter:
     def widths(self):
         return self.network.widths
 
+    def columns(self):
+        return self.network.columns()
+
     def features(self, images):
         self.batches += 1
         if self.batches > self.limit:

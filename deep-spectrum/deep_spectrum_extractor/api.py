@@ -35,7 +35,7 @@ from .config import DeepConfig, load_config
 from .errors import AudioError, ParameterError
 from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_CMAP, DEFAULT_LAYER, DEFAULT_MODE,
                        DEFAULT_NET, DEFAULT_NMEL, DEFAULT_RENDERER, DEFAULT_SCALE,
-                       FeatureSettings, RunOptions, network_layers)
+                       FeatureSettings, RunOptions, layers_by_network, network_layers)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -249,21 +249,19 @@ def _load_network(config: DeepConfig, pairs):
     from .backend.extractor import load_networks
     from .backend.networks import resolve_model
 
-    models: dict[str, tuple[Path, list[str]]] = {}
-    for net, layer in pairs:
-        models.setdefault(net, (resolve_model(config, net)[1], []))[1].append(layer)
+    models = {net: (resolve_model(config, net)[1], layers)
+              for net, layers in layers_by_network(pairs).items()}
     network = load_networks(models, gpu=config.gpu)
     return next(iter(models.values()))[0], network
 
 
 def _pair_columns(network, pairs, statistics: bool) -> dict:
     """Which columns of the network's output (or of its statistics rows) each pair has."""
-    offsets, first = {}, 0
-    for pair, width in zip(network.pairs, network.widths):
-        offsets[pair] = np.arange(first, first + width)
-        first += width
+    offsets = {pair: np.arange(span.start, span.stop)
+               for pair, span in network.columns().items()}
     if statistics:  # [mean..., std..., min..., max...] of all columns
-        offsets = {pair: np.concatenate([columns + block * first for block in range(4)])
+        total = sum(network.widths)
+        offsets = {pair: np.concatenate([columns + block * total for block in range(4)])
                    for pair, columns in offsets.items()}
     return {pair: offsets[pair] for pair in pairs}
 

@@ -85,11 +85,15 @@ def provenance(settings: FeatureSettings, options: RunOptions, model_path: Path,
         "settings": {**settings.to_dict(), "batch_size": options.batch_size,
                      "tensorflow_threads": default_threads(),
                      "tensorflow_onednn": onednn_enabled()},
-        "network": {"file": model_path.name,
-                    "sha256": model_sha256 or file_sha256(model_path),
-                    **({"device": device} if device else {})},
+        "network": network_record(model_path, model_sha256 or file_sha256(model_path),
+                                  device),
         "libraries": library_versions(),
     }
+
+
+def network_record(model_path: Path, sha256: str, device: str | None) -> dict:
+    """The provenance of the network: its file, SHA-256 and, when known, its device."""
+    return {"file": model_path.name, "sha256": sha256, **({"device": device} if device else {})}
 
 
 def provenance_comments(record: dict) -> list[str]:
@@ -130,8 +134,7 @@ def job_record(job, model) -> dict:
     return {"tool": f"deep-spectrum {__version__}",
             "settings": {"input": "images", "net": job.settings.net,
                          "layer": job.settings.layer, "batch_size": job.options.batch_size},
-            "network": {"file": model.path.name, "sha256": model.sha256,
-                        **({"device": model.device} if model.device else {})},
+            "network": network_record(model.path, model.sha256, model.device),
             "libraries": library_versions()}
 
 

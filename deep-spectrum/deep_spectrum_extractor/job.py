@@ -197,13 +197,20 @@ class Job:
         """The (network, layer) pairs extracted, in output order."""
         return tuple(self.networks) or ((self.settings.net, self.settings.layer),)
 
+    @property
+    def outputs(self) -> list[Output]:
+        """The output of each pair, in pair order (none without an output)."""
+        if self.output is None:
+            return []
+        if len(self.pairs) == 1:
+            return [self.output]
+        return [self.output.for_pair(net, layer) for net, layer in self.pairs]
+
     def for_pair(self, net: str, layer: str) -> Job:
         """The job of one of the pairs alone: its settings, its output file."""
         if (net, layer) not in self.pairs:
             raise ValueError(f"({net!r}, {layer!r}) is not a pair of this job")
-        output = self.output
-        if output is not None and len(self.pairs) > 1:
-            output = output.for_pair(net, layer)
+        output = self.outputs[self.pairs.index((net, layer))] if self.output else None
         return replace(self, settings=replace(self.settings, net=net, layer=layer),
                        networks=(), output=output)
 
@@ -233,11 +240,8 @@ class Job:
             raise ParameterError("-scheduler runs one network and layer; run the cluster job "
                                  "once per (network, layer) pair, or extract several pairs on "
                                  "one machine or with -shard")
-        if self.output is not None:
-            pairs = self.pairs
-            for output in ([self.output] if len(pairs) == 1 else
-                           [self.output.for_pair(net, layer) for net, layer in pairs]):
-                self._check_output(output)
+        for output in self.outputs:
+            self._check_output(output)
         if self.labels is not None:
             unknown = self.labels.unknown(list(self._paths()))
             if unknown:
@@ -306,7 +310,6 @@ class Report:
     resume_note: str | None = None  # why fewer files than journalled were kept
     positions: tuple[int, int] | None = None  # a shard's [begin, end)
     batches: int = 0  # of the whole job (a shard)
-    device: str | None = None  # where the network ran: "CPU", "GPU:0 (<name>)"
     gpu_missing: bool = False  # a GPU was allowed (gpu = 1) but TensorFlow saw none
 
     @property

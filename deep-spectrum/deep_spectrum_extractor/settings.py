@@ -192,6 +192,18 @@ def network_layers(nets: Sequence[str] | None, layers: Sequence[str] | None, *,
     return tuple(pairs)
 
 
+def layers_by_network(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """The layers of each network of ``pairs``, networks and layers in their order.
+
+    >>> layers_by_network([("alexnet", "fc6"), ("vgg16", "fc2"), ("alexnet", "fc7")])
+    {'alexnet': ['fc6', 'fc7'], 'vgg16': ['fc2']}
+    """
+    layers: dict[str, list[str]] = {}
+    for net, layer in pairs:
+        layers.setdefault(net, []).append(layer)
+    return layers
+
+
 def _positive_int(name: str, value: object, *, optional: bool = False) -> None:
     if value is None and optional:
         return

@@ -224,6 +224,19 @@ class NetworkSet:
             widths += extractor.widths
         return tuple(widths)
 
+    def columns(self) -> dict[tuple[str, str], slice]:
+        """Where each pair's features lie in what :meth:`features` returns (known once
+        every network has run, or when its graph fixes the sizes)."""
+        widths = self.widths
+        if widths is None:
+            raise RuntimeError("the feature widths of these networks are known once they "
+                               "have run")
+        columns, first = {}, 0
+        for pair, width in zip(self.pairs, widths):
+            columns[pair] = slice(first, first + width)
+            first += width
+        return columns
+
     def features(self, images: np.ndarray) -> np.ndarray:
         """Every pair's features of ``images``, side by side [shape=(n, sum(widths))]."""
         return np.concatenate([extractor.features(images)
@@ -258,9 +271,10 @@ def load_networks(models: Mapping[str, tuple[str | os.PathLike, Sequence[str]]],
         for extractor in extractors.values():
             extractor.close()
         raise
-    (only,) = extractors.values() if len(extractors) == 1 else (None,)
-    if only is not None and len(only.requested) == 1:
-        return only
+    if len(extractors) == 1:
+        (only,) = extractors.values()
+        if len(only.requested) == 1:
+            return only
     return NetworkSet(extractors)
 
 

@@ -58,10 +58,9 @@ class Voice:
     def announce_loading(self, inputs: str, config, pairs) -> None:
         """The first line of a run: what it is about to load (that takes seconds)."""
         from ..backend.networks import BUILDERS
+        from ..settings import layers_by_network
 
-        layers: dict[str, list[str]] = {}
-        for net, layer in pairs:
-            layers.setdefault(net, []).append(layer)
+        layers = layers_by_network(pairs)
         entries = [config.net(net) for net in layers]
         loads = "; ".join(f"{entry.name} ({entry.path}, layer{'s' if len(names) > 1 else ''} "
                           f"{', '.join(names)})"

@@ -87,8 +87,7 @@ class Run:
         self.executor = executor
         self.on_load = on_load
         self._started = False
-        targets = ([job.for_pair(*pair).output.target for pair in job.pairs]
-                   if job.output else [])
+        targets = [output.target for output in job.outputs]
         self.report = Report(targets[0] if targets else None, targets)
 
     def wait(self):
@@ -128,7 +127,6 @@ class Run:
         if own is not None:
             stack.push(_abandon_on_error(own))
         network, models = self._network(stack)
-        report.device = getattr(network, "device", None)
         report.gpu_missing = bool(getattr(network, "gpu_missing", False))
         if job.cluster is not None:
             from ..distributed import dask_executor
@@ -200,12 +198,10 @@ class Run:
                 model.device = getattr(self.network, "device", None)
             return self.network
         from ..backend.extractor import load_networks
+        from ..settings import layers_by_network
 
-        layers: dict[str, list[str]] = {}
-        for net, layer in job.pairs:
-            layers.setdefault(net, []).append(layer)
         network = load_networks({net: (models[net].path, names)
-                                 for net, names in layers.items()},
+                                 for net, names in layers_by_network(job.pairs).items()},
                                 gpu=models[job.settings.net].gpu)
         stack.callback(network.close)
         for model in models.values():
@@ -332,15 +328,8 @@ class Outputs:
 
     def _pair_columns(self) -> list[slice]:
         """Where each pair's features lie in the network's output."""
-        widths = getattr(self.network, "widths", None)
-        if widths is None:
-            raise RuntimeError("the feature widths of a job with several pairs come from "
-                               "its network, which has not run")
-        offsets, first = {}, 0
-        for pair, width in zip(self.network.pairs, widths):
-            offsets[pair] = slice(first, first + width)
-            first += width
-        return [offsets[pair] for pair in self.pairs or ()]
+        columns = self.network.columns()
+        return [columns[pair] for pair in self.pairs or ()]
 
     def finish(self) -> None:
         for sink in self.sinks:
