@@ -243,6 +243,17 @@ def test_geometry_is_cached_and_images_are_fresh():
                                   plot_matrix(matrix, sample_rate=16000, nfft=512, scale="log"))
 
 
+@pytest.mark.parametrize("scale, shape", [("mel", (128, 61)), ("linear", (257, 31)),
+                                          ("chroma", (12, 61)), ("mel", (1, 61))])
+def test_drawing_into_a_given_array_fills_it_with_the_picture(scale, shape):
+    matrix = np.random.default_rng(3).normal(size=shape)
+    out = np.full((227, 227, 3), 7, dtype=np.uint8)
+    got = render_matrix(matrix, sample_rate=16000, nfft=512, scale=scale, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, plot_matrix(matrix, sample_rate=16000, nfft=512,
+                                                   scale=scale))
+
+
 @pytest.mark.parametrize("matrix, kwargs, message", [
     (np.zeros((5, 5)), dict(scale="hz"), "scale='hz'"),
     (np.zeros((5, 5)), dict(scale="mel", cmap="no_such_map"), "cmap='no_such_map'"),

@@ -145,6 +145,7 @@ class _DeadlyPiece:
     start: int = 0
     stop: int = 1
     position: int = 0
+    shared: None = None
 
     def chunks(self, start, stop):
         if self.action == "exit":
@@ -204,6 +205,40 @@ def test_workers_draw_into_shared_memory_what_they_would_return_and_slots_are_re
     finally:
         executor.abandon()
     assert len(seen) == 1  # the released slot is taken again
+
+
+def test_samples_reach_workers_through_their_slot_when_they_fit_and_with_the_job_otherwise():
+    samples = tone(3.0, frequency=700.0, seed=5)
+    times = tuple(Decimal(n) / 2 for n in range(5))
+    pieces = (PieceAudio(0, 0, 5, 0, Path("a.wav"), samples, 0, len(samples), 16000, 8000,
+                         16000, 512, times),
+              PieceAudio(1, 0, 3, 5, Path("b.wav"), samples[:32000].copy(), 0, 32000, 16000,
+                         8000, 16000, 512, times[:3]))
+    # room for 8 chunks of 1 s at 48 kHz, or (with -sr 8000) at 8 kHz: 64001 < 80000
+    for rate, fits in ((None, True), (8000, False)):
+        settings = FeatureSettings(window=Decimal(1), hop=Decimal("0.5"), mode="mel",
+                                   sample_rate=rate)
+        job = RangeJob(0, 8, pieces, settings, 8)
+        expected = render_range(job).images
+        executor = LocalProcesses(2, settings, batch_size=8)
+        try:
+            sent = executor._shared.hand_over(job, 0)
+            assert sent.slot == 0
+            if fits:
+                assert [piece.samples.size for piece in sent.pieces] == [0, 0]
+                assert [piece.shared for piece in sent.pieces] == [
+                    (0, 48000), (48000, 80000)]
+                np.testing.assert_array_equal(executor._shared.samples(0)[:80000],
+                                              np.concatenate([samples, samples[:32000]]))
+            else:
+                assert sent.pieces == pieces
+            handle = executor.submit(job)
+            rendered = executor.result(handle)
+            assert rendered.slot is not None
+            np.testing.assert_array_equal(rendered.images, expected)
+            executor.release(handle)
+        finally:
+            executor.abandon()
 
 
 def test_abandoning_local_processes_stops_busy_workers_at_once():

@@ -68,7 +68,7 @@ class RendererMismatch(DeepSpectrumError):
 
 def render_matrix(matrix: np.ndarray, *, sample_rate: int, nfft: int, scale: str,
                   cmap: str = "viridis", size: int = 227,
-                  ylim: int | None = None) -> np.ndarray:
+                  ylim: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Draw a spectral matrix exactly as :func:`.plot_matrix` does, without matplotlib.
 
     Parameters
@@ -86,11 +86,13 @@ def render_matrix(matrix: np.ndarray, *, sample_rate: int, nfft: int, scale: str
         Width and height of the image in pixels.
     ylim : int or None
         ``fmax`` of ``specshow`` (used by the mel scale only).
+    out : np.ndarray [shape=(size, size, 3), dtype=uint8], optional
+        Where to draw (e.g. a slot of shared memory).
 
     Returns
     -------
     np.ndarray [shape=(size, size, 3), dtype=uint8]
-        RGB image, row 0 at the top (highest frequency).
+        RGB image, row 0 at the top (highest frequency): ``out`` when given.
 
     Raises
     ------
@@ -119,20 +121,23 @@ def render_matrix(matrix: np.ndarray, *, sample_rate: int, nfft: int, scale: str
     row_cells, column_cells = pixel_cells(
         rows, frames, sample_rate=None if scale == "chroma" else sample_rate, scale=scale,
         fmax=ylim if scale == "mel" else None, size=int(size))
+    image = out if out is not None else np.empty((size, size, 3), dtype=np.uint8)
     if row_cells is None or column_cells is None:
-        return np.full((size, size, 3), WHITE, dtype=np.uint8)
+        image[...] = WHITE
+        return image
 
     # One packed RGBX word per cell, plus a last row and column for "no cell": white.
     cell_words = np.empty((rows + 1, frames + 1), dtype=np.uint32)
     cell_words[:-1, :-1] = table.take(indices)
     cell_words[-1, :] = table[_BACKGROUND]
     cell_words[:, -1] = table[_BACKGROUND]
-    words = cell_words.take(row_cells, axis=0).take(column_cells, axis=1)
-    channels = words.view(np.uint8).reshape(size, size, 4)
-    image = np.empty((size, size, 3), dtype=np.uint8)
+    # Every pixel row shows one matrix row, with the same columns: spread the columns
+    # of every matrix row once, then copy whole pixel rows.
+    spread = cell_words.take(column_cells, axis=1).view(np.uint8).reshape(rows + 1, size, 4)
+    colours = np.empty((rows + 1, size, 3), dtype=np.uint8)
     for channel in range(3):  # three plane copies are much faster than one (.., 3) copy
-        image[:, :, channel] = channels[:, :, channel]
-    return image
+        colours[:, :, channel] = spread[:, :, channel]
+    return colours.take(row_cells, axis=0, out=image)
 
 
 def colour_indices(data: np.ndarray, n_colours: int) -> np.ndarray:

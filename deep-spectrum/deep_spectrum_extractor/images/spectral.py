@@ -66,7 +66,12 @@ def limited_stft(samples: np.ndarray, sample_rate: int, nfft: int,
     if nfft > samples.shape[-1]:
         raise ParameterError(f"n_fft={nfft} is too large for uncentered analysis of input "
                              f"signal of length={samples.shape[-1]}")
-    frames = librosa.util.frame(samples, frame_length=nfft, hop_length=nfft // 2)
+    hop = nfft // 2
+    # librosa.util.frame(samples, frame_length=nfft, hop_length=hop): the same view
+    step = samples.strides[-1]
+    frames = np.lib.stride_tricks.as_strided(
+        samples, shape=(nfft, stft_frames(samples.shape[-1], nfft)), strides=(step, hop * step),
+        writeable=False)
     stft = np.zeros((1 + nfft // 2, frames.shape[-1]),
                     dtype=librosa.util.dtype_r2c(samples.dtype), order="F")
     window = hann_window(nfft)
@@ -124,10 +129,11 @@ def spectral_matrix(samples: np.ndarray, sample_rate: int, *, mode: str, nfft: i
         n_fft = 2 * (power.shape[0] - 1)
         if mode == "mel":
             # librosa.feature.melspectrogram(S=power, sr=sample_rate, n_mels=nmel)
-            basis = mel_filter_bank(sample_rate, n_fft, nmel)
-            # librosa's contraction; with two operands its path is always (0, 1)
-            mel = np.einsum("...ft,mf->...mt", power, basis, optimize=_PAIR)
-            return librosa.power_to_db(_delta(mel, delta), ref=np.max, top_db=None)
+            # librosa contracts with np.einsum("...ft,mf->...mt", optimize=True), which
+            # for two operands is one np.matmul of the float32 bank, cast to float64,
+            # and the power: the same product without einsum's planning and the cast
+            mel = np.matmul(mel_filter_bank(sample_rate, n_fft, nmel), power)
+            return power_to_db(_delta(mel, delta))
         if mode == "chroma":
             # librosa.feature.chroma_stft(S=power, sr=sample_rate)
             tuning = librosa.estimate_tuning(S=power, sr=sample_rate, bins_per_octave=12)
@@ -140,14 +146,26 @@ def spectral_matrix(samples: np.ndarray, sample_rate: int, *, mode: str, nfft: i
 
 @functools.lru_cache(maxsize=64)
 def mel_filter_bank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """``librosa.filters.mel`` with its defaults, built once per argument set (read-only)."""
+    """``librosa.filters.mel`` with its defaults, built once per argument set (read-only),
+    converted from its float32 to float64 as ``np.matmul`` converts it for a float64
+    spectrogram (exactly, C order)."""
     import librosa
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    basis = basis.astype(np.float64, order="C")
     basis.flags.writeable = False
     return basis
+
+
+def power_to_db(power: np.ndarray) -> np.ndarray:
+    """``librosa.power_to_db(power, ref=np.max, top_db=None)`` for real input, step by
+    step (the same operations, without its argument checks)."""
+    amin = 1e-10
+    log_spec = 10.0 * np.log10(np.maximum(amin, power))
+    log_spec -= 10.0 * np.log10(np.maximum(amin, np.max(power)))
+    return log_spec
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,8 +16,9 @@ An executor takes :class:`~.work.RangeJob` objects and gives back
 enough to bound memory (each job holds one batch of images).  ``release(handle)`` is
 called once the images of a result have been through the network.
 
-Local workers draw into :class:`SharedPictures`, memory the pool shares with them, so
-that a batch of pictures reaches the network without being pickled, piped and copied.
+Local workers take their samples from :class:`SharedSlots`, memory the pool shares with
+them, and draw into it, so that neither the samples of a job nor its pictures are
+pickled, piped and copied.
 """
 from __future__ import annotations
 
@@ -61,13 +62,19 @@ class Inline:
     abandon = close
 
 
-class SharedPictures:
-    """Slots of pictures in memory shared with the worker processes (Linux).
+class SharedSlots:
+    """Slots of memory shared with the worker processes (Linux): one per job in flight,
+    each with room for the job's pictures and, after them, its samples.
+
+    The process that reads the audio copies a job's samples into its slot
+    (:meth:`hand_over`), the worker draws from there into the slot's pictures, and the
+    network reads those: neither samples nor pictures are pickled, piped and copied.
 
     An anonymous memory file (``memfd_create``): it has no name to leak, and it is
-    freed when the last process holding it ends, however the run ends.  Its descriptor
-    reaches a worker when the worker is spawned (the pool's initializer arguments), so
-    an object of this class can be pickled only then.
+    freed when the last process holding it ends, however the run ends.  Pages are taken
+    only where written, so the room for samples costs what the largest jobs use.  Its
+    descriptor reaches a worker when the worker is spawned (the pool's initializer
+    arguments), so an object of this class can be pickled only then.
 
     Parameters
     ----------
@@ -76,38 +83,69 @@ class SharedPictures:
         Pictures per slot (a job's positions).
     size : int
         Picture width and height.
+    samples : int
+        Samples (float64) per slot; 0 for none (jobs then carry their samples).
     """
 
-    def __init__(self, slots: int, capacity: int, size: int, *, fd: int | None = None):
+    def __init__(self, slots: int, capacity: int, size: int, samples: int = 0, *,
+                 fd: int | None = None):
         self.slots, self.capacity, self.size = slots, capacity, size
-        length = slots * capacity * size * size * 3
-        self._fd = fd if fd is not None else os.memfd_create("deep-spectrum-pictures",
+        self.sample_capacity = samples
+        pictures = slots * capacity * size * size * 3
+        start = -(-pictures // 4096) * 4096  # the samples begin on a page of their own
+        length = start + slots * samples * 8
+        self._fd = fd if fd is not None else os.memfd_create("deep-spectrum-slots",
                                                              os.MFD_CLOEXEC)
         if fd is None:
             os.ftruncate(self._fd, length)
         # the descriptor is closed with this object; the mapping lasts as long as a view
         self._closed = weakref.finalize(self, os.close, self._fd)
-        self.pictures = np.frombuffer(mmap.mmap(self._fd, length), np.uint8).reshape(
+        memory = mmap.mmap(self._fd, length)
+        self.pictures = np.frombuffer(memory, np.uint8, pictures).reshape(
             slots, capacity, size, size, 3)
+        self._samples = np.frombuffer(memory, np.float64, slots * samples, start).reshape(
+            slots, samples)
 
     @classmethod
-    def create(cls, slots: int, capacity: int, size: int) -> SharedPictures | None:
-        """The buffer, or None where memory files are not available (not Linux)."""
+    def create(cls, slots: int, capacity: int, size: int,
+               samples: int = 0) -> SharedSlots | None:
+        """The slots, or None where memory files are not available (not Linux)."""
         if not hasattr(os, "memfd_create"):
             return None
         try:
-            return cls(slots, capacity, size)
+            return cls(slots, capacity, size, samples)
         except OSError:
             return None
 
     def slot(self, number: int) -> np.ndarray:
+        """The pictures of slot ``number`` [shape=(capacity, size, size, 3), uint8]."""
         return self.pictures[number]
+
+    def samples(self, number: int) -> np.ndarray:
+        """The samples of slot ``number`` [shape=(sample capacity,), float64]."""
+        return self._samples[number]
+
+    def hand_over(self, job: RangeJob, number: int) -> RangeJob:
+        """``job`` drawn into slot ``number``, its samples copied there if they fit (its
+        pieces then carry only where their samples lie)."""
+        job = dataclasses.replace(job, slot=number)
+        lengths = [len(piece.samples) for piece in job.pieces]
+        if (sum(lengths) > self.sample_capacity
+                or any(piece.samples.dtype != np.float64 for piece in job.pieces)):
+            return job
+        area, pieces, first = self.samples(number), [], 0
+        for piece, length in zip(job.pieces, lengths):
+            area[first:first + length] = piece.samples
+            pieces.append(dataclasses.replace(piece, samples=_NO_SAMPLES,
+                                              shared=(first, first + length)))
+            first += length
+        return dataclasses.replace(job, pieces=tuple(pieces))
 
     def __reduce__(self):
         from multiprocessing import reduction
 
-        return (_attach_pictures, (reduction.DupFd(self._fd), self.slots, self.capacity,
-                                   self.size))
+        return (_attach_slots, (reduction.DupFd(self._fd), self.slots, self.capacity,
+                                self.size, self.sample_capacity))
 
     def close(self) -> None:
         """Close the descriptor; the memory is freed once no process maps it (here: when
@@ -115,8 +153,25 @@ class SharedPictures:
         self._closed()
 
 
-def _attach_pictures(duplicate, slots: int, capacity: int, size: int) -> SharedPictures:
-    return SharedPictures(slots, capacity, size, fd=duplicate.detach())
+_NO_SAMPLES = np.empty(0, np.float64)
+
+
+def _attach_slots(duplicate, slots: int, capacity: int, size: int,
+                  samples: int) -> SharedSlots:
+    return SharedSlots(slots, capacity, size, samples, fd=duplicate.detach())
+
+
+#: The most samples per second a slot has room for (beyond it jobs carry their samples).
+SLOT_SAMPLE_RATE = 48000
+
+
+def slot_samples(settings: FeatureSettings, capacity: int) -> int:
+    """Room for samples in a slot: ``capacity`` whole chunks at :data:`SLOT_SAMPLE_RATE`
+    (or ``-sr``), none when an input is one chunk (its length is not bounded)."""
+    if settings.window is None:
+        return 0
+    rate = settings.sample_rate or SLOT_SAMPLE_RATE
+    return int(capacity * settings.window * rate) + 1
 
 
 class LocalProcesses:
@@ -130,7 +185,7 @@ class LocalProcesses:
     renderer : str
     batch_size : int, optional
         Positions per job: with it (and ``settings``), the workers draw into
-        :class:`SharedPictures` of one slot per job in flight.
+        :class:`SharedSlots` of one slot per job in flight.
     pool : WorkerPool, optional
         Workers started already (e.g. while the network loaded), with init_worker.
     """
@@ -144,7 +199,7 @@ class LocalProcesses:
         self.window = processes + 2
         self._settings, self._renderer, self._batch_size = settings, renderer, batch_size
         self._lock = threading.Lock()
-        self._shared: SharedPictures | None = None
+        self._shared: SharedSlots | None = None
         self._free: list[int] = []
         self._pool = pool or self._start()
 
@@ -154,8 +209,9 @@ class LocalProcesses:
         self._close_shared()
         if self._settings is not None and self._batch_size is not None:
             # a slot per job in flight, and as many for jobs dropped but still drawn
-            self._shared = SharedPictures.create(2 * self.window, self._batch_size,
-                                                 self._settings.size)
+            self._shared = SharedSlots.create(
+                2 * self.window, self._batch_size, self._settings.size,
+                slot_samples(self._settings, self._batch_size))
         self._free = list(range(self._shared.slots)) if self._shared else []
         pool = WorkerPool(self.processes, init_worker,
                           (self._settings, self._renderer, self._shared))
@@ -167,9 +223,8 @@ class LocalProcesses:
         if self._shared is not None and job.end - job.begin <= self._shared.capacity:
             with self._lock:
                 slot = self._free.pop() if self._free else None
-        if slot is not None:
-            job = dataclasses.replace(job, slot=slot)
-        return job, self._pool, self._pool.submit(render_range, job), self._shared, slot
+        sent = job if slot is None or self._shared is None else self._shared.hand_over(job, slot)
+        return job, self._pool, self._pool.submit(render_range, sent), self._shared, slot
 
     def result(self, handle) -> RenderedRange:
         job, pool, future, shared, slot = handle

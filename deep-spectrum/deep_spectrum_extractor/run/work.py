@@ -8,6 +8,7 @@ A job carries no file handle and no network, so it can be run anywhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -57,6 +58,8 @@ class PieceAudio:
 
     ``samples`` holds the signal from sample ``offset`` on; chunk ``n`` is
     ``signal[n*hop : min(n*hop + window, length)]`` (the whole signal without a window).
+    ``shared``: the samples lie at ``[first, last)`` in the samples of the job's shared
+    slot instead (``samples`` is then empty).
     """
 
     index: int
@@ -72,6 +75,7 @@ class PieceAudio:
     sample_rate: int
     nfft: int
     timestamps: tuple[Decimal | None, ...]
+    shared: tuple[int, int] | None = None
 
     def chunks(self, start: int, stop: int) -> list[Chunk]:
         """Chunks ``start:stop`` (run numbering of the input) as chunk_signal cuts them."""
@@ -90,8 +94,9 @@ class PieceAudio:
 class RangeJob:
     """Positions ``[begin, end)`` of a run: everything needed to draw (and extract) them.
 
-    ``slot``: the slot of the worker's shared picture buffer to draw into
-    (:class:`~.executors.SharedPictures`), None to return the pictures with the result.
+    ``slot``: the slot of the worker's shared memory (:class:`~.executors.SharedSlots`)
+    to draw into (and to find the pieces' samples in, where they say so), None to return
+    the pictures with the result.
     """
 
     begin: int
@@ -164,9 +169,13 @@ def render_range(job: RangeJob) -> RenderedRange:
         ``images`` [shape=(end - begin, size, size, 3), uint8].
     """
     size = job.batch_size
-    shared = None if job.slot is None else _shared_slot(job.slot)
+    slots = None if job.slot is None else _shared_slots()
+    shared = None if slots is None else slots.slot(job.slot)
     blocks, rows, failures, drawn = [], [], [], 0
     for piece in job.pieces:
+        if piece.shared is not None and slots is not None:
+            first, last = piece.shared
+            piece = dataclasses.replace(piece, samples=slots.samples(job.slot)[first:last])
         start = piece.start
         while start < piece.stop:
             segment = start // size
@@ -202,15 +211,15 @@ def render_range(job: RangeJob) -> RenderedRange:
     return RenderedRange(job.begin, job.end, images, rows)
 
 
-#: The shared picture buffer of this worker process (set by :func:`init_worker`).
+#: The shared slots of this worker process (set by :func:`init_worker`).
 _SHARED: list = []
 
 
-def _shared_slot(slot: int) -> np.ndarray:
-    """Slot ``slot`` of this worker's shared picture buffer [shape=(capacity, s, s, 3)]."""
+def _shared_slots():
+    """This worker's :class:`~.executors.SharedSlots`."""
     if not _SHARED:
-        raise RuntimeError("a job asks for a shared slot in a process without the buffer")
-    return _SHARED[0].slot(slot)
+        raise RuntimeError("a job asks for a shared slot in a process without the slots")
+    return _SHARED[0]
 
 
 def run_network(network, images: np.ndarray, *, batch_size: int) -> np.ndarray:
@@ -265,11 +274,17 @@ def side_output_name(relative: Path, timestamp: Decimal | None, suffix: str) -> 
 
 
 def _drawing_function(renderer: str):
-    if renderer == "matplotlib":
-        return plot_matrix
-    from ..images.render import render_matrix
+    """``draw(matrix, out=image, **options)``, drawing into ``image``."""
+    if renderer != "matplotlib":
+        from ..images.render import render_matrix
 
-    return render_matrix
+        return render_matrix
+
+    def plot_into(matrix, *, out, **options):
+        out[...] = plot_matrix(matrix, **options)
+        return out
+
+    return plot_into
 
 
 def render_chunks(chunks, sample_rate: int, nfft: int, settings: FeatureSettings, *,
@@ -284,9 +299,8 @@ def render_chunks(chunks, sample_rate: int, nfft: int, settings: FeatureSettings
     for position, chunk in enumerate(chunks):
         matrix = spectral_matrix(chunk.samples, sample_rate, mode=settings.mode, nfft=nfft,
                                  ylim=settings.ylim, delta=settings.delta, nmel=settings.nmel)
-        images[position] = draw(matrix, sample_rate=sample_rate, nfft=nfft,
-                                scale=settings.plot_scale, cmap=settings.cmap,
-                                size=settings.size, ylim=settings.ylim)
+        draw(matrix, sample_rate=sample_rate, nfft=nfft, scale=settings.plot_scale,
+             cmap=settings.cmap, size=settings.size, ylim=settings.ylim, out=images[position])
         if relative is not None:
             _write_side_outputs(extra, relative, chunk, sample_rate, images[position])
         if relative is not None and extra.figure_dir is not None:
@@ -352,8 +366,8 @@ def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy"
     (:func:`warm_up`) pays that (and fills the filter-bank caches) while the network
     loads, not on the first file.
 
-    ``shared``: the pool's :class:`~.executors.SharedPictures`, which jobs with a slot
-    draw into.
+    ``shared``: the pool's :class:`~.executors.SharedSlots`, which jobs with a slot
+    draw into (and take their samples from).
     """
     import os
 
