@@ -9,7 +9,7 @@ import deep_spectrum_extractor as ds
 from conftest import tone, write_wav
 from deep_spectrum_extractor.cli.extract_ds_features import main
 from deep_spectrum_extractor.errors import AudioError, ModelError, ParameterError
-from deep_spectrum_extractor.settings import FeatureSettings
+from deep_spectrum_extractor.settings import FeatureSettings, RunOptions
 
 
 class ZeroNetwork:
@@ -102,20 +102,36 @@ def test_one_object_loads_the_network_and_checks_the_renderer_once(monkeypatch, 
         assert len(probes) == 4
 
 
-def test_the_library_path_runs_the_renderer_self_check(monkeypatch, corpus, small_config):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_library_path_runs_the_renderer_self_check(monkeypatch, tmp_path, corpus,
+                                                       processes):
     """A job run from Python (no command line) refuses a renderer that no longer draws
-    what matplotlib draws, before any feature is computed."""
+    what matplotlib draws, before any feature is computed: checked in this process, or by
+    a worker when workers draw."""
     from deep_spectrum_extractor.images import render
     from deep_spectrum_extractor.job import Job
     from deep_spectrum_extractor.run import run_job
 
     monkeypatch.setattr(render, "_VERIFIED", set())
-    original = render.render_matrix
-    monkeypatch.setattr(render, "render_matrix",
-                        lambda *args, **kwargs: 255 - original(*args, **kwargs))
-    job = Job(sorted(corpus.rglob("*.wav"))[:1], FeatureSettings(window=0.5, hop=0.25))
+    if processes == 1:
+        original = render.render_matrix
+        monkeypatch.setattr(render, "render_matrix",
+                            lambda *args, **kwargs: 255 - original(*args, **kwargs))
+    else:  # the workers' matplotlib draws unsnapped meshes: not what the renderer draws
+        (tmp_path / "matplotlibrc").write_text("pcolormesh.snap: False\n")
+        monkeypatch.setenv("MATPLOTLIBRC", str(tmp_path))
+    batches = []
+
+    class Network(ZeroNetwork):
+        def features(self, images):
+            batches.append(len(images))
+            return super().features(images)
+
+    job = Job(sorted(corpus.rglob("*.wav"))[:2], FeatureSettings(window=0.5, hop=0.25),
+              RunOptions(processes=processes))
     with pytest.raises(render.RendererMismatch, match="differs from plot_matrix"):
-        list(run_job(job, ZeroNetwork()))
+        list(run_job(job, Network()))
+    assert batches == []
 
 
 def test_process_file_equals_extract(corpus, small_config):

@@ -54,16 +54,20 @@ def _sidecar(path: Path) -> dict:
 def test_two_networks_and_three_pairs_write_three_files_each_as_the_pair_alone(
         corpus, two_networks, tmp_path, monkeypatch, suffix, extra):
     drawn = count_chunks_drawn(monkeypatch)
+
+    def chunks_drawn():  # of the audio: the probe of each sample rate has no timestamp
+        return sum(chunk.timestamp is not None for chunk in drawn)
+
     out = tmp_path / f"features{suffix}"
     assert cli("-i", corpus, "-o", out, *CHUNKS, "-config", two_networks,
                "-net", "small", "second", "-layer", "small:fc6", "small:fc7", "second:conv5",
                *extra) == 0
-    pictures = len(drawn)
+    pictures = chunks_drawn()
     written = sorted(path.name for path in tmp_path.iterdir())
     assert written == sorted(f"features.{net}.{layer}{suffix}{end}"
                              for net, layer in PAIRS for end in ("", ".json"))
     alone = _single_runs(corpus, two_networks, tmp_path, suffix, extra)
-    assert len(drawn) - pictures == 3 * pictures  # the pass drew as much as one run alone
+    assert chunks_drawn() - pictures == 3 * pictures  # the pass drew as much as one run alone
     for (net, layer), reference in alone.items():
         ours = out.with_name(f"features.{net}.{layer}{suffix}")
         assert ours.read_bytes() == reference.read_bytes(), (net, layer)

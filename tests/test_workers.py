@@ -75,6 +75,54 @@ def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt
 
 
+def test_with_workers_the_command_never_loads_librosa(tmp_path, corpus, small_config):
+    """The workers warm up, check the renderer and probe the sample rates; the process
+    that loads the network meanwhile has none of that to do."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for number, path in enumerate(sorted(corpus.rglob("*.wav"))[:2]):
+        (inputs / f"{number}.wav").write_bytes(path.read_bytes())
+    code = ("import sys; from deep_spectrum_extractor.cli.extract_ds_features import main; "
+            "status = main(sys.argv[1:]); "
+            "print([name for name in ('librosa', 'numba') if name in sys.modules]); "
+            "sys.exit(status)")
+    for extra, status in (([], 0), (["-ylim", "10"], 1)):
+        out = tmp_path / f"f{status}.csv"
+        result = subprocess.run([sys.executable, "-c", code, "-i", str(inputs), "-o", str(out),
+                                 "-t", "0.5", "0.25", "-net", "small", "-config",
+                                 str(small_config), "-np", "2", "-mode", "spectrogram", *extra],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == status, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "[]"
+        assert out.exists() == (status == 0)
+    # the probe, drawn by a worker, still says why every input is skipped
+    assert result.stderr.count("-ylim=10") >= 2
+
+
+def test_warm_ups_of_several_processes_draw_one_at_a_time(tmp_path):
+    """The lock around the warm-up plot (numba's cache is written by one process at a time)
+    is held across processes until its holder is done."""
+    marker = tmp_path / "held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, pathlib; from deep_spectrum_extractor.run.work import "
+         "one_at_a_time\nwith one_at_a_time('test-lock'):\n"
+         "    pathlib.Path(sys.argv[1]).write_text(str(time.time())); time.sleep(1.5)\n"
+         "    released = time.time()\nprint(released)", str(marker)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists()
+        with work.one_at_a_time("test-lock"):
+            acquired = time.time()
+        released = float(holder.communicate(timeout=60)[0])
+    finally:
+        holder.kill()
+    assert acquired >= released - 0.05
+
+
 class _NoNetwork:
     def features(self, images):
         return np.zeros((len(images), 2), np.float32)

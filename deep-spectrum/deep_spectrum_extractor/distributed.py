@@ -80,7 +80,7 @@ from distributed import Client, KilledWorker, WorkerPlugin
 
 from .backend.tf import default_threads
 from .errors import DeepSpectrumError, ModelError
-from .run.work import RangeJob, RenderedRange
+from .run.work import RangeJob, RenderedRange, probe_failure
 from .run.work import extract_range as extract_range_with
 
 #: How often a task whose worker raised an exception is tried again (worker deaths are
@@ -330,6 +330,8 @@ class DaskExecutor:
 
     def release(self, future) -> None:
         pass
+
+    probe = staticmethod(probe_failure)  # in the client: the workers draw with the same code
 
     def close(self) -> None:
         pass

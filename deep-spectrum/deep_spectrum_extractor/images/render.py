@@ -342,6 +342,11 @@ def _snapped_cells(device_edges, size):
     return cells
 
 
+def renderer_verified(*, size: int = 64) -> bool:
+    """Whether :func:`verify_renderer` passed in this process for ``size``."""
+    return size in _VERIFIED
+
+
 def verify_renderer(*, size: int = 64) -> None:
     """Check that :func:`render_matrix` still matches :func:`.plot_matrix`.
 

@@ -12,7 +12,7 @@ from ..settings import FeatureSettings
 from .driver import Driver, Walk
 from .engine import Run, StopOnError, run_job
 from .executors import Inline, LocalProcesses
-from .work import ExtraOutput, FileFeatures, render_chunks, side_output_name, warm_up
+from .work import ExtraOutput, FileFeatures, render_chunks, side_output_name
 
 __all__ = ["Driver", "ExtraOutput", "FileFeatures", "Inline", "LocalProcesses", "Run",
            "StopOnError", "Walk", "render_chunks", "run_job", "side_output_name",
@@ -22,10 +22,9 @@ __all__ = ["Driver", "ExtraOutput", "FileFeatures", "Inline", "LocalProcesses", 
 def start_executor(processes: int, settings: FeatureSettings | None = None,
                    renderer: str = "numpy", batch_size: int | None = None):
     """Where the images are drawn: this process (``processes=1``) or that many workers,
-    started now (each draws one warm-up plot with ``settings``), e.g. while the network
-    loads; with ``batch_size``, they draw into memory shared with this process."""
+    started now (each draws one warm-up plot with ``settings``, see
+    :class:`LocalProcesses`), e.g. while the network loads; with ``batch_size``, they
+    draw into memory shared with this process."""
     if processes == 1:
         return Inline()
-    if settings is not None:
-        warm_up(settings, renderer)  # compiled here once, loaded by the workers
     return LocalProcesses(processes, settings, renderer, batch_size=batch_size)

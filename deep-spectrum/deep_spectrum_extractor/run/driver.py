@@ -125,7 +125,8 @@ class Driver:
         while self.opened_to < len(self.inputs) and (position is None
                                                       or self.plan.end < position):
             index = len(self.plan)
-            opened = open_input(self.inputs[index], self.settings, self.renderer)
+            opened = open_input(self.inputs[index], self.settings, self.renderer,
+                                probe=self.executor.probe)
             self.plan.add(opened.count, opened.error)
             for segments, error in self._replay.pop(index, ()):
                 self.plan.drop(index, segments, error)

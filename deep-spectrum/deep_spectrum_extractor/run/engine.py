@@ -103,10 +103,6 @@ class Run:
         self._started = True
         job = self.job
         job.check()
-        if job.kind == "audio" and job.options.renderer == "numpy":
-            from ..images.render import verify_renderer
-
-            verify_renderer()  # the installed matplotlib still draws what the renderer draws
         with contextlib.ExitStack() as stack:
             if job.output is not None:
                 from ..output.guard import lock_output
@@ -126,6 +122,13 @@ class Run:
             executor = own = _local_executor(job)  # starts while the network loads
         if own is not None:
             stack.push(_abandon_on_error(own))
+        if (job.kind == "audio" and job.options.renderer == "numpy"
+                and not getattr(executor, "checks_renderer", False)):
+            from ..images.render import verify_renderer
+
+            # the installed matplotlib still draws what the renderer draws (workers that
+            # check it themselves give their verdict before their first result)
+            verify_renderer()
         network, models = self._network(stack)
         report.gpu_missing = bool(getattr(network, "gpu_missing", False))
         if job.cluster is not None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..settings import FeatureSettings
 from ..workers import WorkerPool
-from .work import Failure, RangeJob, RenderedRange, init_worker, render_range
+from .work import Failure, RangeJob, RenderedRange, init_worker, probe_failure, render_range
 
 WORKER_DIED = "the worker process reading and plotting it died"
 
@@ -55,6 +55,8 @@ class Inline:
 
     def release(self, handle) -> None:
         pass
+
+    probe = staticmethod(probe_failure)
 
     def close(self) -> None:
         pass
@@ -156,6 +158,12 @@ class SharedSlots:
 _NO_SAMPLES = np.empty(0, np.float64)
 
 
+def _verify_renderer() -> None:
+    from ..images.render import verify_renderer
+
+    verify_renderer()
+
+
 def _attach_slots(duplicate, slots: int, capacity: int, size: int,
                   samples: int) -> SharedSlots:
     return SharedSlots(slots, capacity, size, samples, fd=duplicate.detach())
@@ -181,13 +189,20 @@ class LocalProcesses:
     ----------
     processes : int
     settings : FeatureSettings, optional
-        Each worker draws one warm-up plot with them when it starts.
+        Each worker draws one warm-up plot with them when it starts.  With them and the
+        fast renderer not yet checked in this process, a worker runs the renderer's
+        self-check (:func:`~deep_spectrum_extractor.images.render.verify_renderer`);
+        its verdict is awaited before the first result is given (``checks_renderer``).
     renderer : str
     batch_size : int, optional
         Positions per job: with it (and ``settings``), the workers draw into
         :class:`SharedSlots` of one slot per job in flight.
     pool : WorkerPool, optional
         Workers started already (e.g. while the network loaded), with init_worker.
+
+    The workers import what drawing needs, warm up and check the renderer while this
+    process does other work (loads the network), and the sample rates of the inputs are
+    probed in a worker (:meth:`probe`): this process never loads librosa or matplotlib.
     """
 
     runs_network = False
@@ -195,13 +210,20 @@ class LocalProcesses:
     def __init__(self, processes: int, settings: FeatureSettings | None = None,
                  renderer: str = "numpy", *, batch_size: int | None = None,
                  pool: WorkerPool | None = None):
+        from ..images.render import renderer_verified
+
         self.processes = processes
         self.window = processes + 2
         self._settings, self._renderer, self._batch_size = settings, renderer, batch_size
         self._lock = threading.Lock()
         self._shared: SharedSlots | None = None
         self._free: list[int] = []
+        self._probes: dict[tuple, str | None] = {}
         self._pool = pool or self._start()
+        self._verdict = None
+        if settings is not None and renderer == "numpy" and not renderer_verified():
+            self._verdict = self._pool.submit(_verify_renderer)
+        self.checks_renderer = self._verdict is not None
 
     def _start(self) -> WorkerPool:
         """A new pool (with a new shared buffer: a worker of an abandoned pool may still
@@ -227,6 +249,8 @@ class LocalProcesses:
         return job, self._pool, self._pool.submit(render_range, sent), self._shared, slot
 
     def result(self, handle) -> RenderedRange:
+        if self._verdict is not None:
+            self._check_renderer()
         job, pool, future, shared, slot = handle
         try:
             rendered = future.result()
@@ -252,6 +276,28 @@ class LocalProcesses:
             return RenderedRange(job.begin, job.end, None, failures=[
                 Failure(piece.index, range(1 << 62), WORKER_DIED) for piece in job.pieces])
 
+    def _check_renderer(self) -> None:
+        """The self-check's verdict: RendererMismatch raised here if it failed."""
+        verdict, self._verdict = self._verdict, None
+        if verdict is None:
+            return
+        try:
+            verdict.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            _verify_renderer()  # its worker died: check here
+
+    def probe(self, sample_rate: int, nfft: int, settings: FeatureSettings,
+              renderer: str) -> str | None:
+        """:func:`~.work.probe_failure`, drawn in a worker (once per combination)."""
+        key = (sample_rate, nfft, settings, renderer)
+        if key not in self._probes:
+            try:
+                self._probes[key] = self._pool.submit(probe_failure, *key).result()
+            except concurrent.futures.process.BrokenProcessPool:
+                self._restart()
+                self._probes[key] = probe_failure(*key)
+        return self._probes[key]
+
     def _restart(self) -> None:
         self._pool.abandon()
         self._pool = self._start()
@@ -276,8 +322,9 @@ class LocalProcesses:
                     self._free.append(slot)
 
     def close(self) -> None:
-        """Let the workers exit (the run is done)."""
-        self._pool.shutdown(wait=False)
+        """End the workers (the run is done, every result is in: nothing is lost, and
+        the command does not wait for each worker to unload its libraries)."""
+        self._pool.abandon()
         self._close_shared()
 
     def abandon(self) -> None:

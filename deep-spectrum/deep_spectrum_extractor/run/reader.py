@@ -10,7 +10,7 @@ opened again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import numpy as np
@@ -19,32 +19,7 @@ from ..audio import AudioStream, InMemoryAudio, default_nfft
 from ..errors import AudioError
 from ..images import min_chunk_length
 from ..settings import FeatureSettings
-from .work import Chunk, PieceAudio, error_text, render_chunks
-
-_PROBES: dict[tuple, str | None] = {}
-
-
-def probe_failure(sample_rate: int, nfft: int, settings: FeatureSettings,
-                  renderer: str) -> str | None:
-    """Why no chunk at this sample rate and FFT size can be drawn, or None.
-
-    Draws one synthetic chunk of the shortest drawable length (seeded noise), once per
-    process and combination: failures that depend only on the settings, the sample rate
-    and the FFT size (``-ylim`` keeping fewer than two frequency rows ...) make an input
-    count no chunk, with the message the drawing itself raises.
-    """
-    key = (sample_rate, nfft, settings, renderer)
-    if key not in _PROBES:
-        length = min_chunk_length(nfft, settings.delta)
-        samples = 0.1 * np.random.default_rng(0).standard_normal(length)
-        try:
-            render_chunks([Chunk(samples, None, 0)], sample_rate, nfft, settings,
-                          renderer=renderer)
-            _PROBES[key] = None
-        except Exception as exc:  # the same isolation as drawing a real chunk
-            _PROBES[key] = error_text(exc)
-    return _PROBES[key]
-
+from .work import Chunk, PieceAudio, error_text, probe_failure
 
 def display_path(source) -> Path:
     """How an input is named in reports: the path, or the name of an in-memory signal."""
@@ -69,10 +44,14 @@ class OpenedInput:
     min_length: int = 0
 
 
-def open_input(source, settings: FeatureSettings, renderer: str = "numpy") -> OpenedInput:
+def open_input(source, settings: FeatureSettings, renderer: str = "numpy", *,
+               probe: Callable[..., str | None] = probe_failure) -> OpenedInput:
     """Open ``source`` and count its chunks (no decoding of the signal in the common case).
 
-    Whatever goes wrong is the reason the input is skipped; the run goes on.
+    Whatever goes wrong is the reason the input is skipped; the run goes on.  ``probe``
+    says why no chunk of its sample rate and FFT size can be drawn
+    (:func:`~.work.probe_failure`, or an executor's ``probe``, which draws where the
+    chunks are drawn).
     """
     try:
         stream = AudioStream(source, start=settings.start, end=settings.end,
@@ -86,7 +65,7 @@ def open_input(source, settings: FeatureSettings, renderer: str = "numpy") -> Op
                              f"{stream.sample_rate} Hz)")
     except Exception as exc:  # one odd input must not stop a corpus-wide run
         return OpenedInput(0, error_text(exc))
-    problem = probe_failure(stream.sample_rate, nfft, settings, renderer)
+    problem = probe(stream.sample_rate, nfft, settings, renderer)
     if problem:
         return OpenedInput(0, problem)
     return OpenedInput(count, None, stream, nfft, need)

@@ -8,8 +8,12 @@ A job carries no file handle and no network, so it can be run anywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -308,6 +312,31 @@ def render_chunks(chunks, sample_rate: int, nfft: int, settings: FeatureSettings
     return images
 
 
+_PROBES: dict[tuple, str | None] = {}
+
+
+def probe_failure(sample_rate: int, nfft: int, settings: FeatureSettings,
+                  renderer: str) -> str | None:
+    """Why no chunk at this sample rate and FFT size can be drawn, or None.
+
+    Draws one synthetic chunk of the shortest drawable length (seeded noise), once per
+    process and combination: failures that depend only on the settings, the sample rate
+    and the FFT size (``-ylim`` keeping fewer than two frequency rows ...) make an input
+    count no chunk, with the message the drawing itself raises.
+    """
+    key = (sample_rate, nfft, settings, renderer)
+    if key not in _PROBES:
+        length = min_chunk_length(nfft, settings.delta)
+        samples = 0.1 * np.random.default_rng(0).standard_normal(length)
+        try:
+            render_chunks([Chunk(samples, None, 0)], sample_rate, nfft, settings,
+                          renderer=renderer)
+            _PROBES[key] = None
+        except Exception as exc:  # the same isolation as drawing a real chunk
+            _PROBES[key] = error_text(exc)
+    return _PROBES[key]
+
+
 def _save_labelled_figure(extra: ExtraOutput, relative: Path, chunk, matrix: np.ndarray,
                           nfft: int, settings: FeatureSettings, sample_rate: int) -> None:
     """A figure of one chunk for people: axes in seconds and Hz, a title, a colour bar."""
@@ -369,8 +398,6 @@ def init_worker(settings: FeatureSettings | None = None, renderer: str = "numpy"
     ``shared``: the pool's :class:`~.executors.SharedSlots`, which jobs with a slot
     draw into (and take their samples from).
     """
-    import os
-
     from threadpoolctl import threadpool_limits
 
     try:
@@ -390,8 +417,9 @@ def warm_up(settings: FeatureSettings, renderer: str = "numpy") -> None:
 
     librosa compiles some functions with numba on first use and keeps the machine code in
     numba's on-disk cache; processes compiling the same function at once can leave that
-    cache inconsistent (later runs then crash).  Drawing once in the process that starts
-    the workers, before it starts them, lets them load the code instead of compiling it.
+    cache inconsistent (later runs then crash).  So the processes of this machine draw
+    their warm-up chunk one at a time (:func:`one_at_a_time`): the first compiles and
+    fills the cache, the others load from it.
 
     Settings that cannot plot (DeepSpectrumError, e.g. ``-ylim`` keeping too few
     frequency rows) are left to the real files, which report why they are skipped.  Any
@@ -403,10 +431,36 @@ def warm_up(settings: FeatureSettings, renderer: str = "numpy") -> None:
         nfft = settings.nfft or default_nfft(sample_rate)
         length = 2 * min_chunk_length(nfft, settings.delta)
         noise = 0.1 * np.random.default_rng(0).standard_normal(length)
-        render_chunks([Chunk(noise, None, 0)], sample_rate, nfft, settings, renderer=renderer)
+        with one_at_a_time("warm-up"):
+            render_chunks([Chunk(noise, None, 0)], sample_rate, nfft, settings,
+                          renderer=renderer)
     except DeepSpectrumError:
         pass
     except Exception as exc:  # reported, but a warm-up must not stop a run
         warnings.warn(f"the warm-up plot of a worker process failed ({type(exc).__name__}: "
                       f"{exc}); please report this with the command line", RuntimeWarning,
                       stacklevel=1)
+
+
+@contextlib.contextmanager
+def one_at_a_time(name: str) -> Iterator[None]:
+    """Hold a lock that every process of this machine shares: a file
+    ``deep-spectrum-<name>.lock`` in the temporary folder, locked with ``flock`` (released
+    when its holder ends, however it ends).  Where it cannot be opened or locked (not
+    POSIX, a folder not writable) the block runs unlocked."""
+    try:
+        import fcntl
+
+        handle = os.open(os.path.join(tempfile.gettempdir(), f"deep-spectrum-{name}.lock"),
+                         os.O_RDONLY | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(handle)
