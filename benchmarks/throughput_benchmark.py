@@ -19,7 +19,8 @@ process of its own whose CPU time is counted with all its workers (``RUSAGE_CHIL
     (``pipeline_benchmark.py``'s 2018 structure: a Pool over chunks, librosa, a pyplot
     figure and a PNG per chunk, ``str`` per value; once, on the smaller corpus, which costs
     it a minute of CPU already); the chunks per second 16 such cores could feed (goal: at
-    most 0.8 ms per chunk); also at 8 kHz;
+    most 0.8 ms per chunk); also at 8 kHz; and the averaging graph's own CPU per picture
+    (alone, as in (d)), which both figures include;
 (c) the wall-clock time of a one-file job with the full-size graph (its first row is
     written just before it ends) against ``python -c "import tensorflow"`` plus reading the
     graph once TensorFlow is imported (goal: within 1 s); the same to the job's summary
@@ -172,26 +173,33 @@ def original(work: Path, corpus: Path, processes: int) -> tuple[float, float]:
 
 # --- the network alone -----------------------------------------------------------------------
 
-def inference_child(model: Path, images: int) -> None:
-    """The images per second of the graph alone, set up as the command sets it up."""
+def inference_child(model: Path, images: int, layer: str) -> None:
+    """The images per second of the graph alone, set up as the command sets it up, and
+    its CPU seconds per image (all threads)."""
     from deep_spectrum_extractor.backend.extractor import FrozenGraphExtractor
     from deep_spectrum_extractor.config import load_config
 
-    network = FrozenGraphExtractor(model, "fc7", gpu=load_config(None).gpu)
+    network = FrozenGraphExtractor(model, layer, gpu=load_config(None).gpu)
     batch = np.random.default_rng(1).integers(0, 256, (128, 227, 227, 3), dtype=np.uint8)
     network.features(batch[:8])  # the first run's set-up, as the command's first batch
-    started, done = time.perf_counter(), 0
+    started, cpu, done = time.perf_counter(), time.process_time(), 0
     while done < images:
         size = min(128, images - done)
         network.features(batch[:size])
         done += size
-    print(json.dumps({"rate": done / (time.perf_counter() - started)}))
+    print(json.dumps({"rate": done / (time.perf_counter() - started),
+                      "cpu": (time.process_time() - cpu) / done}))
+
+
+def inference(model: Path, images: int, layer: str = "fc7") -> dict:
+    result = subprocess.run([sys.executable, __file__, "--inference", str(model), "--images",
+                             str(images), "--layer", layer], capture_output=True, text=True,
+                            check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def inference_rate(model: Path, images: int) -> float:
-    result = subprocess.run([sys.executable, __file__, "--inference", str(model), "--images",
-                             str(images)], capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])["rate"]
+    return inference(model, images)["rate"]
 
 
 def setup_child(model: Path) -> None:
@@ -264,6 +272,7 @@ def main(argv=None) -> None:
     parser.add_argument("--original", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--inference", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--layer", default="fc7", help=argparse.SUPPRESS)
     parser.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.setup:
@@ -272,7 +281,7 @@ def main(argv=None) -> None:
         return original_child(args.original, args.work / "average.pb",
                               args.work / "original.csv", args.np)
     if args.inference:
-        return inference_child(args.inference, args.images)
+        return inference_child(args.inference, args.images, args.layer)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="throughput_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -318,6 +327,10 @@ def main(argv=None) -> None:
             print(f"(b) {rate // 1000} kHz, {name}: {per_chunk * 1e3:.2f} ms CPU per chunk, "
                   f"all processes (median of {times}); 16 such cores feed "
                   f"{16 / per_chunk:,.0f} chunks/s{verdict}")
+    # what the averaging graph itself costs (counted in (b), but not the CPU side's)
+    own = inference(work / "average.pb", 12800, "mean")["cpu"]
+    print(f"    the averaging graph alone: {own * 1e3:.2f} ms CPU per picture (all threads, "
+          "batches of 128; counted in both sides' figures above)")
 
     # (c) start-up
     model = work / "alexnet_random.pb"

@@ -3,13 +3,14 @@ chunk_signal's chunks, the soxr facts it rests on, and bounded, linear reading."
 from __future__ import annotations
 
 import tracemalloc
+from unittest import mock
 from decimal import Decimal as D
 
 import numpy as np
 import pytest
 import soundfile
 import soxr
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import deep_spectrum_extractor.audio as audio_package
 from conftest import count_frames_read
@@ -367,6 +368,64 @@ def test_random_streams_match_chunk_signal(tmp_path_factory, case):
         source = InMemoryAudio("random", x, rate)
     check(source, start=start, end=end, window=window, hop=hop, target_rate=target,
           block_frames=block, min_length=min_length)
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(case=stream_cases(), sizes=st.lists(st.integers(1, 9), min_size=1, max_size=40),
+       back=st.integers(0, 3))
+def test_the_run_reads_ranges_of_chunks_as_chunk_signal_cuts_them(tmp_path_factory, case,
+                                                                   sizes, back):
+    """A run's reader hands out consecutive ranges of chunks (and, after a re-plan, a
+    range it has passed): every chunk's samples are chunk_signal's, bit for bit."""
+    from deep_spectrum_extractor.run import reader as reader_module
+    from deep_spectrum_extractor.run.reader import ChunkReader, open_input
+    from deep_spectrum_extractor.settings import FeatureSettings
+
+    (rate, channels, body, lead, tail, seed, start, end, window, hop, target, block,
+     _min_length, as_file) = case
+    assume(end is None or end > start)  # -end at or before -start is refused
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (body, channels))
+    x = np.concatenate([np.zeros((lead, channels)), x, np.zeros((tail, channels))])
+    if as_file:
+        source = tmp_path_factory.mktemp("ranges") / "x.wav"
+        soundfile.write(source, x, rate, subtype="DOUBLE")
+    else:
+        source = InMemoryAudio("ranges", x, rate)
+    options = FeatureSettings(window=window, hop=hop, start=start, end=end, sample_rate=target)
+    opened = open_input(source, options)
+    if not opened.count:
+        return
+    opened.stream.block_frames = block
+    _signal, _rate, expected = reference(source, start=start, end=end, target_rate=target,
+                                         window=window, hop=hop, min_length=opened.min_length)
+    assert opened.count == len(expected)
+    reader = ChunkReader(0, opened, options, None)
+    first, position = 0, 0
+    # the reader's arrays start as NaN, not as whatever memory held: a sample it never
+    # wrote cannot pass for the right one
+    with mock.patch.object(reader_module, "np", _NaNFilledNumpy()):
+        for size in sizes + [opened.count]:
+            stop = min(first + size, opened.count)
+            piece = reader.piece(first, stop, position)
+            assert_same_chunks(piece.chunks(first, stop), expected[first:stop])
+            position += stop - first
+            if stop == opened.count:
+                break
+            first = stop if size % 4 else max(stop - back, 0)  # now and then a range passed
+    reader.close()
+
+
+class _NaNFilledNumpy:
+    """numpy, with ``empty`` arrays full of NaN."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float, **kwargs):
+        return np.full(shape, np.nan, dtype=dtype, **kwargs)
 
 
 # -- errors ------------------------------------------------------------------------------

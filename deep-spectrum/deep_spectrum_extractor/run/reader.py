@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import AudioStream, InMemoryAudio, default_nfft
+from ..audio.chunking import chunk_samples
 from ..errors import AudioError
 from ..images import min_chunk_length
 from ..settings import FeatureSettings
-from .work import Chunk, PieceAudio, error_text, probe_failure
+from .work import PieceAudio, error_text, probe_failure
 
 def display_path(source) -> Path:
     """How an input is named in reports: the path, or the name of an in-memory signal."""
@@ -80,7 +81,12 @@ class ReadFailure(Exception):
 
 
 class ChunkReader:
-    """The samples of one input's chunks, range after range, read front to back."""
+    """The samples of one input's chunks, range after range, read front to back.
+
+    Blocks of the signal (:meth:`~deep_spectrum_extractor.audio.AudioStream.signal_blocks`)
+    are copied straight into each range's array; what the next range needs of them (where
+    windows overlap, and the rest of the last block) is kept for it.
+    """
 
     def __init__(self, index: int, opened: OpenedInput, settings: FeatureSettings,
                  relative: Path):
@@ -88,7 +94,9 @@ class ChunkReader:
         self.opened = opened
         self.settings = settings
         self.relative = relative
-        self._chunks: Generator[Chunk, None, None] | None = None
+        self._blocks: Generator[np.ndarray, None, None] | None = None
+        self._read_to = 0            # the signal's samples read so far end here
+        self._kept = np.empty(0)     # the samples just before that, kept for the next range
         self._next = 0
 
     def piece(self, start: int, stop: int, position: int) -> PieceAudio:
@@ -103,35 +111,65 @@ class ChunkReader:
         stream, settings = self.opened.stream, self.settings
         if stream is None:
             raise ValueError("an input without chunks has no reader")
-        if start != self._next or self._chunks is None:
-            self.close()
-            self._chunks = stream.chunks(settings.window, settings.hop,
-                                         min_length=self.opened.min_length, first=start)
-            self._next = start
-        chunks = []
+        if settings.window is None or settings.hop is None:  # the whole signal: one chunk
+            try:
+                samples = stream.read()
+            except Exception as exc:
+                raise ReadFailure(start, exc) from exc
+            return PieceAudio(self.index, start, stop, position, self.relative, samples, 0,
+                              stream.length, None, None, stream.sample_rate,
+                              self.opened.nfft, (None,))
         try:
-            for _ in range(start, stop):
-                chunks.append(next(self._chunks))
-                self._next += 1
+            window, hop = chunk_samples(settings.window, settings.hop, stream.sample_rate)
+            if start != self._next or self._blocks is None:
+                self.close()
+                begin, end = stream.chunk_span(settings.window, settings.hop,
+                                               min_length=self.opened.min_length, first=start)
+                self._blocks = stream.signal_blocks(begin, end)
+                self._read_to, self._kept = begin, np.empty(0)
         except Exception as exc:
             self.close()
-            raise ReadFailure(self._next, exc) from exc
-        if settings.window is None or settings.hop is None:
-            samples, offset, window, hop = chunks[0].samples, 0, None, None
-        else:
-            window = int(settings.window * stream.sample_rate)
-            hop = int(settings.hop * stream.sample_rate)
-            offset = start * hop
-            end = min((stop - 1) * hop + window, stream.length)
-            samples = np.empty(end - offset, dtype=np.float64)
-            for chunk in chunks:  # overlapping chunks write the same values
-                begin = chunk.index * hop - offset
-                samples[begin:begin + len(chunk.samples)] = chunk.samples
+            raise ReadFailure(start, exc) from exc
+        offset = start * hop
+        end = min((stop - 1) * hop + window, stream.length)
+        samples = np.empty(end - offset, dtype=np.float64)
+        pieces = [(self._kept, self._read_to - len(self._kept))]  # (samples, where they begin)
+        _copy(*pieces[0], samples, offset)
+        while self._read_to < end:
+            try:
+                block = next(self._blocks)
+            except Exception as exc:
+                self.close()
+                if isinstance(exc, StopIteration):
+                    exc = AudioError(f"the recording ended after {self._read_to} of its "
+                                     f"{stream.length} samples")
+                # the first chunk of the range that the samples read do not cover
+                first = max(start, (self._read_to - window) // hop + 1)
+                raise ReadFailure(min(first, stop - 1), exc) from exc
+            _copy(block, self._read_to, samples, offset)
+            pieces[1:] = [(block, self._read_to)]  # only the last block can reach past end
+            self._read_to += len(block)
+        # the next range begins with chunk ``stop``
+        following = stop * hop
+        kept = np.empty(max(self._read_to - following, 0), dtype=np.float64)
+        for source, at in [(samples, offset), *pieces]:
+            _copy(source, at, kept, following)
+        self._kept, self._next = kept, stop
         return PieceAudio(self.index, start, stop, position, self.relative, samples, offset,
                           stream.length, window, hop, stream.sample_rate, self.opened.nfft,
-                          tuple(chunk.timestamp for chunk in chunks))
+                          tuple(stream.start + number * settings.hop
+                                for number in range(start, stop)))
 
     def close(self) -> None:
-        if self._chunks is not None:
-            self._chunks.close()
-            self._chunks = None
+        if self._blocks is not None:
+            self._blocks.close()
+            self._blocks = None
+
+
+def _copy(source: np.ndarray, source_at: int, target: np.ndarray, target_at: int) -> None:
+    """Copy into ``target`` (the signal from ``target_at``) what it shares with ``source``
+    (the signal from ``source_at``)."""
+    lo = max(source_at, target_at)
+    hi = min(source_at + len(source), target_at + len(target))
+    if hi > lo:
+        target[lo - target_at:hi - target_at] = source[lo - source_at:hi - source_at]
