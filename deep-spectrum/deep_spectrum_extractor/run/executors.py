@@ -202,7 +202,7 @@ class LocalProcesses:
 
     The workers import what drawing needs, warm up and check the renderer while this
     process does other work (loads the network), and the sample rates of the inputs are
-    probed in a worker (:meth:`probe`): this process never loads librosa or matplotlib.
+    probed in a worker (:meth:`probe`): this process never loads librosa.
     """
 
     runs_network = False
