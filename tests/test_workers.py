@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -99,9 +100,11 @@ def test_with_workers_the_command_never_loads_librosa(tmp_path, corpus, small_co
     assert result.stderr.count("-ylim=10") >= 2
 
 
-def test_warm_ups_of_several_processes_draw_one_at_a_time(tmp_path):
+def test_warm_ups_of_several_processes_draw_one_at_a_time(tmp_path, monkeypatch):
     """The lock around the warm-up plot (numba's cache is written by one process at a time)
     is held across processes until its holder is done."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the lock file's folder, here and there
+    monkeypatch.setattr(tempfile, "tempdir", None)
     marker = tmp_path / "held"
     holder = subprocess.Popen(
         [sys.executable, "-c",
@@ -121,6 +124,7 @@ def test_warm_ups_of_several_processes_draw_one_at_a_time(tmp_path):
     finally:
         holder.kill()
     assert acquired >= released - 0.05
+    assert (tmp_path / "deep-spectrum-test-lock.lock").exists()
 
 
 class _NoNetwork:
@@ -447,6 +451,22 @@ def test_ctrl_c_mid_run_ends_it_at_once(command, tmp_path):
     command.wait_until(lambda: _files_done(tmp_path / "features.csv") >= 2)  # all busy
     _check_interrupted(command, command.interrupt())
     assert "interrupted" in command.err
+
+
+def test_a_second_ctrl_c_while_it_exits_keeps_status_130(command, tmp_path):
+    """Ctrl-C pressed again once the interrupt is reported: the exit goes on quietly."""
+    command.wait_until(lambda: _files_done(tmp_path / "features.csv") >= 1)
+    os.killpg(command.process.pid, signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while "interrupted" not in command.err and command.process.poll() is None:
+        assert time.monotonic() < deadline, command.err
+        time.sleep(0.005)
+    try:
+        os.killpg(command.process.pid, signal.SIGINT)
+    except ProcessLookupError:  # it had already ended
+        pass
+    command.process.wait(timeout=60)
+    _check_interrupted(command, 0.0)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.1, 0.3, 1.0])

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         0 when every input was used, 1 when some were skipped or nothing was produced,
         2 for usage errors, 3 when an output cannot be written, 130/143 when interrupted.
     """
+    program = argv is None  # the command is the program (see interrupted_once)
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     split = next((number for number, arg in enumerate(argv) if not arg.startswith("-")),
                  len(argv))
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return _system_exit_status(exc)
     voice = Voice(f"{PROG} {command}", MODERN, general.verbose)
-    return extract_ds_features.execute(args, voice)
+    return extract_ds_features.execute(args, voice, program=program)
 
 
 def _system_exit_status(exc: SystemExit) -> int:

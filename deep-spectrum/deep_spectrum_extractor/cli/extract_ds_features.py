@@ -70,17 +70,47 @@ def sigterm_raises():
 
 
 def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
-    """Run the command; returns the exit status."""
-    return execute(build_parser(prog).parse_args(argv), Voice(prog))
+    """Run the command; returns the exit status.  Without ``argv`` it is the program
+    (see :func:`interrupted_once`)."""
+    return execute(build_parser(prog).parse_args(argv), Voice(prog), program=argv is None)
 
 
-def execute(args: argparse.Namespace, voice: Voice) -> int:
+@contextlib.contextmanager
+def interrupted_once(*, program: bool):
+    """Within the block, the first Ctrl-C raises KeyboardInterrupt and later ones are
+    ignored (main thread only; where Ctrl-C is ignored already it stays so).
+
+    The run is ending by then: a second Ctrl-C, or one that a thread held back while
+    workers started, must cut short neither its cleanup and report nor, for the
+    ``program``, the interpreter's teardown, which would then end with the signal
+    instead of status 130 (and a traceback).  After an interrupt the program keeps
+    ignoring Ctrl-C while it exits (about a second); otherwise the previous handler is
+    restored.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        if not (program and signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def execute(args: argparse.Namespace, voice: Voice, *, program: bool = False) -> int:
     """Run a parsed command (``args.run``, this command's :func:`run` by default) and
     turn what happens into messages and an exit status; ``deepspectrum`` runs its
-    commands through here too."""
+    commands through here too.  ``program``: this command is the process's program."""
     _terminated.clear()
     try:
-        with sigterm_raises(), voice.warnings():
+        with sigterm_raises(), interrupted_once(program=program), voice.warnings():
             status = getattr(args, "run", run)(args, voice)
         if _terminated.is_set():
             raise Terminated()
