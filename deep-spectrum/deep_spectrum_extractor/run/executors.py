@@ -31,6 +31,7 @@ import weakref
 
 import numpy as np
 
+from ..images.render import renderer_verified, verify_renderer
 from ..settings import FeatureSettings
 from ..workers import WorkerPool
 from .work import Failure, RangeJob, RenderedRange, init_worker, probe_failure, render_range
@@ -158,12 +159,6 @@ class SharedSlots:
 _NO_SAMPLES = np.empty(0, np.float64)
 
 
-def _verify_renderer() -> None:
-    from ..images.render import verify_renderer
-
-    verify_renderer()
-
-
 def _attach_slots(duplicate, slots: int, capacity: int, size: int,
                   samples: int) -> SharedSlots:
     return SharedSlots(slots, capacity, size, samples, fd=duplicate.detach())
@@ -210,8 +205,6 @@ class LocalProcesses:
     def __init__(self, processes: int, settings: FeatureSettings | None = None,
                  renderer: str = "numpy", *, batch_size: int | None = None,
                  pool: WorkerPool | None = None):
-        from ..images.render import renderer_verified
-
         self.processes = processes
         self.window = processes + 2
         self._settings, self._renderer, self._batch_size = settings, renderer, batch_size
@@ -222,7 +215,7 @@ class LocalProcesses:
         self._pool = pool or self._start()
         self._verdict = None
         if settings is not None and renderer == "numpy" and not renderer_verified():
-            self._verdict = self._pool.submit(_verify_renderer)
+            self._verdict = self._pool.submit(verify_renderer)
         self.checks_renderer = self._verdict is not None
 
     def _start(self) -> WorkerPool:
@@ -249,8 +242,7 @@ class LocalProcesses:
         return job, self._pool, self._pool.submit(render_range, sent), self._shared, slot
 
     def result(self, handle) -> RenderedRange:
-        if self._verdict is not None:
-            self._check_renderer()
+        self._check_renderer()
         job, pool, future, shared, slot = handle
         try:
             rendered = future.result()
@@ -277,14 +269,14 @@ class LocalProcesses:
                 Failure(piece.index, range(1 << 62), WORKER_DIED) for piece in job.pieces])
 
     def _check_renderer(self) -> None:
-        """The self-check's verdict: RendererMismatch raised here if it failed."""
+        """The self-check's verdict, once: RendererMismatch raised here if it failed."""
         verdict, self._verdict = self._verdict, None
         if verdict is None:
             return
         try:
             verdict.result()
         except concurrent.futures.process.BrokenProcessPool:
-            _verify_renderer()  # its worker died: check here
+            verify_renderer()  # its worker died: check here
 
     def probe(self, sample_rate: int, nfft: int, settings: FeatureSettings,
               renderer: str) -> str | None:

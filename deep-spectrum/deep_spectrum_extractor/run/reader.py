@@ -22,6 +22,7 @@ from ..images import min_chunk_length
 from ..settings import FeatureSettings
 from .work import PieceAudio, error_text, probe_failure
 
+
 def display_path(source) -> Path:
     """How an input is named in reports: the path, or the name of an in-memory signal."""
     return Path(source.name) if isinstance(source, InMemoryAudio) else Path(source)
@@ -133,8 +134,8 @@ class ChunkReader:
         offset = start * hop
         end = min((stop - 1) * hop + window, stream.length)
         samples = np.empty(end - offset, dtype=np.float64)
-        pieces = [(self._kept, self._read_to - len(self._kept))]  # (samples, where they begin)
-        _copy(*pieces[0], samples, offset)
+        sources = [(self._kept, self._read_to - len(self._kept))]  # (samples, where they begin)
+        _copy(*sources[0], samples, offset)
         while self._read_to < end:
             try:
                 block = next(self._blocks)
@@ -147,12 +148,12 @@ class ChunkReader:
                 first = max(start, (self._read_to - window) // hop + 1)
                 raise ReadFailure(min(first, stop - 1), exc) from exc
             _copy(block, self._read_to, samples, offset)
-            pieces[1:] = [(block, self._read_to)]  # only the last block can reach past end
+            sources[1:] = [(block, self._read_to)]  # only the last block can reach past end
             self._read_to += len(block)
         # the next range begins with chunk ``stop``
         following = stop * hop
         kept = np.empty(max(self._read_to - following, 0), dtype=np.float64)
-        for source, at in [(samples, offset), *pieces]:
+        for source, at in [(samples, offset), *sources]:
             _copy(source, at, kept, following)
         self._kept, self._next = kept, stop
         return PieceAudio(self.index, start, stop, position, self.relative, samples, offset,
