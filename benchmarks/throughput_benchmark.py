@@ -198,10 +198,6 @@ def inference(model: Path, images: int, layer: str = "fc7") -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def inference_rate(model: Path, images: int) -> float:
-    return inference(model, images)["rate"]
-
-
 def setup_child(model: Path) -> None:
     """Seconds TensorFlow spends on the graph after reading it: the session (graph read
     included, subtracted by the caller) and the first batch of one image."""
@@ -360,7 +356,7 @@ def main(argv=None) -> None:
         full = extract(work, corpus, "bench", processes=args.np)[0]
         single = extract(work, one, "bench", processes=args.np)[0]
         steady = (chunks - 1) / (full - single)
-        alone = inference_rate(model, chunks)
+        alone = inference(model, chunks)["rate"]
         shares.append((steady / alone, steady, alone))
         print(f"    corpus {full:.1f} s, one chunk {single:.1f} s: steady state "
               f"{steady:.1f} chunks/s; the graph alone {alone:.1f} images/s; "
